@@ -1,0 +1,217 @@
+//! The mapping between [`Event`] and the Avro schema in `schemas/avro/event.avsc`.
+
+use std::sync::LazyLock;
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use uuid::Uuid;
+
+use crate::validate::FieldError;
+use crate::{Decimal, Event};
+
+/// The schema text, compiled in from `schemas/avro/event.avsc`.
+pub const EVENT_SCHEMA_JSON: &str = include_str!("../../../schemas/avro/event.avsc");
+
+/// The parsed event schema: what the gateway writes and what the consumers read with (any
+/// BACKWARD-compatible writer version resolves to it).
+pub static EVENT_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(EVENT_SCHEMA_JSON).expect("schemas/avro/event.avsc is valid Avro"));
+
+/// The event as an Avro record value of [`EVENT_SCHEMA`].
+pub fn to_value(event: &Event) -> Value {
+    Value::Record(vec![
+        ("organization_id".into(), Value::String(event.organization_id.hyphenated().to_string())),
+        ("transaction_id".into(), Value::String(event.transaction_id.clone())),
+        ("external_customer_id".into(), Value::String(event.external_customer_id.clone())),
+        ("code".into(), Value::String(event.code.clone())),
+        ("timestamp".into(), Value::TimestampMillis(event.timestamp_ms)),
+        ("properties".into(), Value::String(event.properties.clone())),
+        (
+            "value".into(),
+            match event.value {
+                Some(v) => Value::Union(1, Box::new(Value::Double(v))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
+        (
+            "decimal_value".into(),
+            match &event.decimal_value {
+                Some(d) => Value::Union(1, Box::new(Value::String(d.as_str().to_owned()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
+    ])
+}
+
+/// The Avro datum (no framing) of an event.
+pub fn to_datum(event: &Event) -> Vec<u8> {
+    apache_avro::writer::datum::GenericDatumWriter::builder(&EVENT_SCHEMA)
+        .build()
+        .and_then(|writer| writer.write_value_to_vec(to_value(event)))
+        .expect("an Event always matches its own schema")
+}
+
+/// Reads an event from a record already resolved to [`EVENT_SCHEMA`]. Values that the schema
+/// allows but the event type does not (a non-UUID organization, a malformed decimal) are
+/// reported as field errors; the remaining field rules are [`crate::validate::validate`]'s.
+pub fn from_value(value: Value) -> Result<Event, FieldError> {
+    let Value::Record(fields) = value else {
+        return Err(FieldError::new("", "not_a_record", "the Avro value is not a record"));
+    };
+    let mut organization_id = None;
+    let mut transaction_id = None;
+    let mut external_customer_id = None;
+    let mut code = None;
+    let mut timestamp_ms = None;
+    let mut properties = None;
+    let mut number = None;
+    let mut decimal_value = None;
+    for (name, value) in fields {
+        match (name.as_str(), value) {
+            ("organization_id", Value::String(s)) => {
+                let id = Uuid::parse_str(&s)
+                    .map_err(|_| FieldError::new("organization_id", "invalid_uuid", "organization_id is not a UUID"))?;
+                organization_id = Some(id);
+            }
+            ("transaction_id", Value::String(s)) => transaction_id = Some(s),
+            ("external_customer_id", Value::String(s)) => external_customer_id = Some(s),
+            ("code", Value::String(s)) => code = Some(s),
+            ("timestamp", Value::TimestampMillis(ms) | Value::Long(ms)) => timestamp_ms = Some(ms),
+            ("properties", Value::String(s)) => properties = Some(s),
+            ("value", v) => number = Some(optional(v, "value")?.map(expect_double).transpose()?),
+            ("decimal_value", v) => {
+                decimal_value = Some(match optional(v, "decimal_value")? {
+                    Some(Value::String(s)) => Some(s.parse::<Decimal>().map_err(|e| {
+                        FieldError::new("decimal_value", "invalid_decimal", e.to_string())
+                    })?),
+                    Some(_) => return Err(type_error("decimal_value")),
+                    None => None,
+                });
+            }
+            (other, _) => return Err(type_error(other)),
+        }
+    }
+    Ok(Event {
+        organization_id: organization_id.ok_or_else(|| missing("organization_id"))?,
+        transaction_id: transaction_id.ok_or_else(|| missing("transaction_id"))?,
+        external_customer_id: external_customer_id.ok_or_else(|| missing("external_customer_id"))?,
+        code: code.ok_or_else(|| missing("code"))?,
+        timestamp_ms: timestamp_ms.ok_or_else(|| missing("timestamp"))?,
+        properties: properties.ok_or_else(|| missing("properties"))?,
+        value: number.ok_or_else(|| missing("value"))?,
+        decimal_value: decimal_value.ok_or_else(|| missing("decimal_value"))?,
+    })
+}
+
+fn optional(value: Value, field: &'static str) -> Result<Option<Value>, FieldError> {
+    match value {
+        Value::Union(_, inner) => match *inner {
+            Value::Null => Ok(None),
+            v => Ok(Some(v)),
+        },
+        Value::Null => Ok(None),
+        _ => Err(type_error(field)),
+    }
+}
+
+fn expect_double(value: Value) -> Result<f64, FieldError> {
+    match value {
+        Value::Double(v) => Ok(v),
+        _ => Err(type_error("value")),
+    }
+}
+
+fn type_error(field: &str) -> FieldError {
+    FieldError::new(field, "unexpected_type", format!("{field} does not have the type of the event schema"))
+}
+
+fn missing(field: &str) -> FieldError {
+    FieldError::new(field, "missing", format!("{field} is missing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(value: Option<f64>, decimal: Option<&str>) -> Event {
+        Event {
+            organization_id: Uuid::from_u128(0x1234),
+            transaction_id: "tx-ü-1".into(),
+            external_customer_id: "cust-1".into(),
+            code: "api_calls".into(),
+            timestamp_ms: 1_700_000_000_123,
+            properties: r#"{"a":[1,2,{"b":null}]}"#.into(),
+            value,
+            decimal_value: decimal.map(|d| d.parse().unwrap()),
+        }
+    }
+
+    fn read(writer: &Schema, reader: Option<&Schema>, datum: &[u8]) -> Value {
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(writer).maybe_reader_schema(reader).build().unwrap();
+        reader.read_value(&mut &datum[..]).unwrap()
+    }
+
+    fn round_trip(e: &Event) -> Event {
+        let datum = to_datum(e);
+        let value = read(&EVENT_SCHEMA, None, &datum);
+        from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_rust_type_matches_the_schema_file() {
+        // Every field of the .avsc is a field of Event, in order, and nothing else.
+        let Schema::Record(record) = &*EVENT_SCHEMA else { panic!("event schema is not a record") };
+        let names: Vec<_> = record.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["organization_id", "transaction_id", "external_customer_id", "code", "timestamp", "properties", "value", "decimal_value"]
+        );
+        let Value::Record(fields) = to_value(&event(None, None)) else { unreachable!() };
+        assert_eq!(fields.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), names);
+    }
+
+    #[test]
+    fn events_round_trip_through_avro() {
+        for e in [event(None, None), event(Some(-0.5), Some("123.000000000001")), event(Some(1e300), None)] {
+            assert_eq!(round_trip(&e), e);
+        }
+    }
+
+    #[test]
+    fn a_newer_writer_with_an_added_optional_field_resolves() {
+        let v2_json = EVENT_SCHEMA_JSON.replacen(
+            r#""fields": ["#,
+            r#""fields": [ {"name": "region", "type": ["null", "string"], "default": null},"#,
+            1,
+        );
+        let v2 = Schema::parse_str(&v2_json).unwrap();
+        let Value::Record(mut fields) = to_value(&event(Some(2.0), None)) else { unreachable!() };
+        fields.insert(0, ("region".into(), Value::Union(1, Box::new(Value::String("eu".into())))));
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v2).build().unwrap().write_value_to_vec(Value::Record(fields)).unwrap();
+        let value = read(&v2, Some(&EVENT_SCHEMA), &datum);
+        assert_eq!(from_value(value).unwrap(), event(Some(2.0), None));
+    }
+
+    #[test]
+    fn a_non_uuid_organization_is_a_field_error() {
+        let Value::Record(mut fields) = to_value(&event(None, None)) else { unreachable!() };
+        fields[0].1 = Value::String("acme".into());
+        assert_eq!(from_value(Value::Record(fields)).unwrap_err().code, "invalid_uuid");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_events_round_trip(
+            tx in "\\PC{1,40}", cust in "\\PC{1,40}", ts in 0i64..4_000_000_000_000,
+            value in proptest::option::of(proptest::num::f64::NORMAL), org: u128,
+        ) {
+            let e = Event {
+                organization_id: Uuid::from_u128(org),
+                transaction_id: tx, external_customer_id: cust, code: "c".into(),
+                timestamp_ms: ts, properties: "{}".into(), value, decimal_value: None,
+            };
+            prop_assert_eq!(round_trip(&e), e);
+        }
+    }
+}

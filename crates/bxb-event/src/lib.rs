@@ -1,0 +1,25 @@
+//! The bxb usage event, shared by every part of the pipeline.
+//!
+//! ```text
+//! gateway ──(JSON → Event → validate → Avro)──▶ Kafka `events` ──(Avro → Event → validate)──▶ consumers
+//! ```
+//!
+//! - [`Event`] is the one Rust type of an event; [`Decimal`] keeps `decimal_value` exact.
+//! - [`validate`] holds the field rules. The gateway applies them before publishing; the consumers
+//!   apply them again after decoding, because direct Kafka producers bypass the gateway. A record
+//!   that breaks them is poison and goes to the dead-letter topic.
+//! - [`avro`] maps an [`Event`] to and from the Avro schema in `schemas/avro/event.avsc`, the single
+//!   source of truth of the wire format.
+//! - [`registry`] registers that schema under subject `events-value` and encodes and decodes the
+//!   Confluent wire format (magic byte, schema id, Avro datum) through a Confluent-compatible
+//!   schema registry.
+
+pub mod avro;
+mod decimal;
+mod event;
+pub mod registry;
+pub mod validate;
+
+pub use decimal::{Decimal, DecimalError, DECIMAL_MAX_PRECISION, DECIMAL_MAX_SCALE};
+pub use event::Event;
+pub use validate::{FieldError, FieldErrors};
