@@ -1,0 +1,94 @@
+//! Helpers for the integration suites: where the real services are, names no other test uses,
+//! and topics that live for one test.
+//!
+//! Service addresses come from the `BXB_*` variables that `./dev/up` and `./dev/test` write to
+//! `.dev/env`; the defaults are the local stack's ports.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bxb_kafka::KafkaArgs;
+use rdkafka::ClientConfig;
+
+pub fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    env_or("BXB_KAFKA_BROKERS", "127.0.0.1:19092")
+}
+
+pub fn kafka_args() -> KafkaArgs {
+    KafkaArgs::plaintext(kafka_brokers())
+}
+
+pub fn kafka_config() -> ClientConfig {
+    kafka_args().client_config().expect("plaintext Kafka settings are valid")
+}
+
+pub fn schema_registry_url() -> String {
+    env_or("BXB_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
+}
+
+pub fn postgres_url() -> String {
+    env_or("BXB_POSTGRES_URL", "postgres://bxb:bxb@127.0.0.1:15432/bxb")
+}
+
+pub fn clickhouse_url() -> String {
+    env_or("BXB_CLICKHOUSE_URL", "http://127.0.0.1:18123")
+}
+
+/// A name unique to this test run and call, safe for topics, groups, tables and databases.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+/// A topic created for one test and deleted when dropped.
+pub struct EphemeralTopic {
+    pub name: String,
+}
+
+impl EphemeralTopic {
+    pub async fn new(prefix: &str, partitions: i32) -> Self {
+        let name = unique(prefix);
+        bxb_kafka::admin::ensure_topic(&kafka_config(), &name, partitions, 1, &[])
+            .await
+            .expect("create test topic");
+        Self { name }
+    }
+}
+
+impl Drop for EphemeralTopic {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, off the test's runtime: a leftover topic only costs disk.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                let _ = runtime.block_on(bxb_kafka::admin::delete_topic(&kafka_config(), &name));
+            }
+        });
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
