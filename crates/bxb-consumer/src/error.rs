@@ -1,0 +1,30 @@
+use bxb_event::registry::RegistryError;
+use rdkafka::error::KafkaError;
+
+/// Why [`crate::run`] stopped. Every variant is fatal: the runtime has already committed what
+/// was written and nothing else, so restarting the process resumes without loss.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A setting cannot work; `setting` is the variable to fix.
+    #[error("setting {setting}: {problem}")]
+    Config { setting: &'static str, problem: String },
+    /// The Kafka consumer or the dead-letter producer could not be created or subscribed, or
+    /// librdkafka reported a fatal error.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic the consumer needs does not exist (topics are created on purpose, never on use).
+    #[error("topic {0:?} does not exist; create it first")]
+    MissingTopic(String),
+    /// The schema registry client could not be built.
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The sink reported a fatal write failure (misconfiguration, missing table, wrong columns).
+    #[error("sink {sink}: {message}")]
+    Sink { sink: &'static str, message: String },
+    /// A record could not be dead-lettered and never will be (e.g. the DLQ topic refuses it).
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(String),
+    /// The health and metrics endpoints could not be served.
+    #[error("health endpoints: {0}")]
+    Serve(#[source] std::io::Error),
+}
