@@ -59,13 +59,25 @@ postgres_ready() {
   "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BXB_POSTGRES_PORT"
 }
 
+# PostgreSQL refuses to run as root, so as root its files belong to the postgres user, who may
+# not be able to enter the clone (a private checkout directory); then they live under
+# /var/lib/postgresql instead, in a directory named after the clone.
+postgres_dir() {
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$BXB_STATE" 2>/dev/null; then
+    echo "/var/lib/postgresql/bxb-dev-$(printf '%s' "$BXB_STATE" | sha256sum | cut -c1-12)"
+  else
+    echo "$BXB_STATE/postgres"
+  fi
+}
+
 start_postgres() {
   is_running postgres && return 0
-  local dir="$BXB_STATE/postgres" bin
+  local dir bin
+  dir="$(postgres_dir)"
   bin="$(pg_bin)"
-  mkdir -p "$dir"
+  mkdir -p "$dir" "$BXB_LOGS"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    log "initialising postgres in .dev/postgres"
+    log "initialising postgres in $dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     as_pg_user "$bin/initdb" -D "$dir/data" -U postgres --encoding=UTF8 --locale=C.UTF-8 \
       --auth-local=trust --auth-host=scram-sha-256 >>"$BXB_LOGS/postgres.log" 2>&1 \
@@ -125,7 +137,7 @@ stop_service() {
       # SIGTERM would wait for every client to disconnect ("smart" mode); fast mode does not.
       if is_running postgres; then
         log "stopping postgres"
-        as_pg_user "$(pg_bin)/pg_ctl" -D "$BXB_STATE/postgres/data" stop -m fast -w >/dev/null
+        as_pg_user "$(pg_bin)/pg_ctl" -D "$(postgres_dir)/data" stop -m fast -w >/dev/null
       fi
       stop_pid postgres ;;
     kafka|registry|clickhouse|gateway|consumer-clickhouse|consumer-postgres)
