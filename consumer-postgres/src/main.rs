@@ -1,0 +1,52 @@
+use anyhow::Context;
+use bxb_consumer_postgres::{migrate, run, Config};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Writes the billing-critical subset of bxb events to PostgreSQL.
+#[derive(Parser)]
+#[command(name = "consumer-postgres", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+    #[command(flatten)]
+    telemetry: bxb_telemetry::TelemetryArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the PostgreSQL migrations and exit (for a deployment Job).
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = bxb_telemetry::init("consumer-postgres", &cli.telemetry)?;
+    if let Some(Command::Migrate) = cli.command {
+        migrate(&cli.config.postgres).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+    let listener = TcpListener::bind(&cli.config.consumer.listen_addr)
+        .await
+        .with_context(|| format!("binding BXB_LISTEN_ADDR {}", cli.config.consumer.listen_addr))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run(cli.config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing the current batch");
+    shutdown.cancel();
+}
