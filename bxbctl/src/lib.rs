@@ -1,0 +1,7 @@
+//! `bxbctl`, the operator's tool for the pipeline.
+//!
+//! - [`replay`]: move a consumer group's committed offsets (dry run by default), refusing while the
+//!   group has live members. Because both consumers write idempotently, re-reading events never
+//!   counts them twice: replay is just an offset reset.
+
+pub mod replay;

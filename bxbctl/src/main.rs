@@ -1,0 +1,94 @@
+use std::process::ExitCode;
+
+use bxb_ctl::replay::{self, Target};
+use bxb_kafka::KafkaArgs;
+use clap::{ArgGroup, Parser, Subcommand};
+
+/// Operate the bxb event pipeline.
+#[derive(Parser)]
+#[command(name = "bxbctl", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Move a consumer group's offsets to replay (or skip) events. Dry run unless --execute.
+    #[command(group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
+    Replay {
+        /// The consumer group, e.g. bxb-clickhouse or bxb-postgres.
+        #[arg(long)]
+        group: String,
+        /// The topic whose offsets move.
+        #[arg(long, default_value = "events")]
+        topic: String,
+        /// Resume from the first offset still held.
+        #[arg(long)]
+        to_earliest: bool,
+        /// Resume from the end (skip everything unread).
+        #[arg(long)]
+        to_latest: bool,
+        /// Resume from the first record at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_datetime)]
+        to_datetime: Option<i64>,
+        /// Resume from these offsets, PARTITION:OFFSET, repeatable or comma-separated.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        to_offset: Vec<String>,
+        /// Only these partitions (default: all).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Vec<i32>,
+        /// Commit the new offsets (without it nothing changes).
+        #[arg(long)]
+        execute: bool,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+}
+
+fn parse_datetime(s: &str) -> Result<i64, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bxbctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay { group, topic, to_earliest, to_latest, to_datetime, to_offset, partitions, execute, kafka } => {
+            let target = if to_earliest {
+                Target::Earliest
+            } else if to_latest {
+                Target::Latest
+            } else if let Some(ms) = to_datetime {
+                Target::Timestamp(ms)
+            } else {
+                Target::Offsets(replay::parse_offsets(&to_offset).map_err(anyhow::Error::msg)?)
+            };
+            let config = kafka.client_config()?;
+            let plans = replay::plan(&config, &group, &topic, &partitions, &target)?;
+            println!("{:<10} {:>12} {:>12} {:>10} {:>10}", "PARTITION", "COMMITTED", "TARGET", "RE-READ", "SKIPPED");
+            for p in &plans {
+                let committed = p.committed.map_or("-".to_owned(), |o| o.to_string());
+                println!("{:<10} {:>12} {:>12} {:>10} {:>10}", p.partition, committed, p.target, p.reread, p.skipped);
+            }
+            let reread: i64 = plans.iter().map(|p| p.reread).sum();
+            if execute {
+                replay::execute(&config, &group, &topic, &plans)?;
+                println!("group {group}: offsets of {topic} reset; {reread} record(s) will be read again");
+            } else {
+                println!("dry run: {reread} record(s) would be read again; add --execute to commit these offsets");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
