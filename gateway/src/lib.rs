@@ -1,1 +1,133 @@
+//! The bxb ingestion gateway: the front door of the pipeline.
+//!
+//! ```text
+//! client ──HTTP JSON──▶ gateway ──Avro (registry), key = organization_id──▶ Kafka `events` ──▶ consumers
+//!          API key       │ auth → parse + validate → rate limit → encode → publish → await acks
+//!                        └─ 202 only once Kafka holds every event of the request
+//! ```
+//!
+//! - [`auth`]: API keys (hashed, from a file and/or PostgreSQL) to organizations.
+//! - [`parse`]: JSON bodies to [`bxb_event::Event`]s with every problem by index and field.
+//! - [`limits::rate`]: per-organization token buckets.
+//! - [`publish`]: the shared idempotent producer; waits for every delivery report.
+//! - [`error`]: the one error type that decides status, body, `Retry-After` and log level.
+//! - [`routes`] and [`openapi`]: the HTTP API and its generated description.
+//!
+//! [`run`] serves until its shutdown token is cancelled; the binary and the tests call it alike.
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod openapi;
+pub mod parse;
+pub mod publish;
+mod readiness;
+pub mod routes;
+pub mod timestamp;
+
+use std::future::IntoFuture;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bxb_event::registry::SchemaRegistry;
+use bxb_telemetry::health::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+
+/// How often idle rate-limit buckets are forgotten.
+const RATE_LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled, then shuts down gracefully:
+/// stops accepting, lets in-flight requests finish (at most the request timeout), and flushes
+/// the producer (at most `BXB_SHUTDOWN_FLUSH_TIMEOUT_MS`).
+pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    bxb_telemetry::metrics::prometheus();
+    let readiness = Readiness::default();
+    let kafka_ready = readiness.check("kafka");
+    let schema_ready = readiness.check("schema");
+    let keys_ready = readiness.check("api_keys");
+
+    let key_sources = auth::KeySources::open(&config.auth)?;
+    let registry = SchemaRegistry::new(&config.registry)?;
+    let encoder = Arc::new(OnceLock::new());
+    let publisher = publish::Publisher::new(&config, encoder.clone())?;
+    let keys = Arc::new(auth::KeyStore::default());
+    let state = Arc::new(routes::AppState {
+        keys: keys.clone(),
+        publisher,
+        rate_limiter: limits::rate::RateLimiter::new(config.rate_limit.events_per_second, config.rate_limit.burst_events),
+        limits: config.limits.clone(),
+        window: timestamp::TimestampWindow {
+            max_age_ms: config.limits.max_event_age_ms,
+            max_future_skew_ms: config.limits.max_future_skew_ms,
+        },
+        request_timeout: config.request_timeout(),
+    });
+
+    // Background work outlives the HTTP drain so that in-flight requests still see fresh keys.
+    let background = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(key_sources.keep_fresh(keys, keys_ready, background.clone()));
+    tasks.spawn(readiness::register_schema(
+        registry,
+        config.events_topic.clone(),
+        encoder,
+        schema_ready,
+        background.clone(),
+    ));
+    tasks.spawn(readiness::watch_kafka(
+        state.publisher.producer().clone(),
+        config.events_topic.clone(),
+        Duration::from_millis(config.producer.health_interval_ms),
+        kafka_ready,
+        background.clone(),
+    ));
+    tasks.spawn(sweep_rate_limiter(state.clone(), background.clone()));
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, topic = config.events_topic, "gateway listening");
+    let app = routes::router(state.clone(), readiness);
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    let served = tokio::select! {
+        result = &mut server => result,
+        () = shutdown.cancelled() => {
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let drain = config.request_timeout() + Duration::from_secs(1);
+            tokio::time::timeout(drain, &mut server).await.unwrap_or_else(|_| {
+                tracing::warn!("in-flight requests did not finish within the request timeout");
+                Ok(())
+            })
+        }
+    };
+
+    background.cancel();
+    tasks.shutdown().await;
+    let flush_timeout = Duration::from_millis(config.shutdown_flush_timeout_ms);
+    let started = Instant::now();
+    match state.publisher.flush(flush_timeout).await {
+        Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "producer flushed"),
+        Err(e) => tracing::warn!(error = %e, "producer not flushed within the shutdown timeout"),
+    }
+    served?;
+    Ok(())
+}
+
+async fn sweep_rate_limiter(state: Arc<routes::AppState>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RATE_LIMIT_SWEEP_INTERVAL) => {}
+        }
+        if let Some(limiter) = &state.rate_limiter {
+            limiter.forget_idle(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The one error type of the gateway. Each variant decides, in one place, the HTTP status, the
+//! stable `code` of the JSON body, the `Retry-After` header and the log level.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One problem of one event of the request: which event (0-based position; 0 for
+/// `POST /v1/events`), which field, a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EventError {
+    pub index: usize,
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl EventError {
+    pub fn new(index: usize, field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self { index, field: field.into(), code, message: message.into() }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable reason, e.g. `validation_failed`.
+    #[schema(example = "validation_failed")]
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Every problem by event and field (empty when the error is not about events).
+    pub errors: Vec<EventError>,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Neither `Authorization: Bearer <key>` nor `X-API-Key` was sent.
+    #[error("missing API key: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`")]
+    MissingApiKey,
+    /// The key matches no known key.
+    #[error("unknown API key")]
+    InvalidApiKey,
+    /// The key was revoked.
+    #[error("this API key has been revoked")]
+    RevokedApiKey,
+    /// An event names another organization than the one of the API key.
+    #[error("events may only be sent for the organization of the API key")]
+    OrganizationMismatch { errors: Vec<EventError> },
+    /// The body is not declared as JSON.
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedContentType,
+    /// The body is not JSON, or not of the expected shape.
+    #[error("the body is not valid JSON of the expected shape: {0}")]
+    InvalidJson(String),
+    /// The body is larger than the configured limit.
+    #[error("the body is larger than {limit_bytes} bytes")]
+    BodyTooLarge { limit_bytes: usize },
+    /// The batch holds more events than the configured limit.
+    #[error("the batch holds {events} events, at most {limit} are allowed")]
+    BatchTooLarge { events: usize, limit: usize },
+    /// An event, encoded, is larger than a Kafka record may be.
+    #[error("events too large to publish")]
+    RecordTooLarge { errors: Vec<EventError> },
+    /// Events break field rules; nothing of the request was published.
+    #[error("{} problem(s) in the events; nothing was published", errors.len())]
+    Validation { errors: Vec<EventError> },
+    /// The organization sent more events than its rate allows.
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// The event schema is not registered yet, so nothing can be encoded.
+    #[error("the gateway is starting: the event schema is not registered yet")]
+    SchemaNotRegistered,
+    /// The producer queue stayed full past the enqueue timeout.
+    #[error("Kafka is not keeping up: the producer queue is full")]
+    KafkaQueueFull,
+    /// Kafka did not confirm every event in time (broker down, delivery timeout); some events of
+    /// the request may be stored, a retry is safe because consumers deduplicate.
+    #[error("Kafka did not confirm the events in time: {0}")]
+    KafkaUnavailable(String),
+    /// The request, upload included, took longer than the request timeout.
+    #[error("the request took too long")]
+    RequestTimeout,
+    /// No such route.
+    #[error("no such route")]
+    NotFound,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::RevokedApiKey => StatusCode::UNAUTHORIZED,
+            Self::OrganizationMismatch { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge { .. } | Self::BatchTooLarge { .. } | Self::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::SchemaNotRegistered | Self::KafkaQueueFull | Self::KafkaUnavailable(_) | Self::RequestTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// The stable `code` of the body; also the `reason` label of the rejected-events metric.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::RevokedApiKey => "revoked_api_key",
+            Self::OrganizationMismatch { .. } => "organization_mismatch",
+            Self::UnsupportedContentType => "unsupported_media_type",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::RecordTooLarge { .. } => "record_too_large",
+            Self::Validation { .. } => "validation_failed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::SchemaNotRegistered => "schema_not_registered",
+            Self::KafkaQueueFull => "kafka_queue_full",
+            Self::KafkaUnavailable(_) => "kafka_unavailable",
+            Self::RequestTimeout => "request_timeout",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the errors a retry can cure.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            Self::KafkaQueueFull => Some(1),
+            Self::SchemaNotRegistered | Self::KafkaUnavailable(_) | Self::RequestTimeout => Some(5),
+            _ => None,
+        }
+    }
+
+    /// Client mistakes are routine (debug); failing to publish is the operator's concern (warn).
+    pub fn log(&self) {
+        if self.status().is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request rejected");
+        }
+    }
+
+    fn into_errors(self) -> Vec<EventError> {
+        match self {
+            Self::OrganizationMismatch { errors } | Self::RecordTooLarge { errors } | Self::Validation { errors } => errors,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after_secs();
+        let code = self.code();
+        let message = self.to_string();
+        let body = ErrorBody { code, message, errors: self.into_errors() };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn validation_errors_list_every_problem() {
+        let error = GatewayError::Validation {
+            errors: vec![EventError::new(0, "code", "invalid_characters", "bad"), EventError::new(3, "timestamp", "too_old", "old")],
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let body = body_of(response).await;
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["errors"][1]["index"], 3);
+        assert_eq!(body["errors"][1]["field"], "timestamp");
+        assert_eq!(body["errors"][1]["code"], "too_old");
+    }
+
+    #[tokio::test]
+    async fn retryable_errors_carry_retry_after() {
+        for (error, status, secs) in [
+            (GatewayError::RateLimited { retry_after_secs: 3 }, StatusCode::TOO_MANY_REQUESTS, "3"),
+            (GatewayError::RateLimited { retry_after_secs: 0 }, StatusCode::TOO_MANY_REQUESTS, "1"),
+            (GatewayError::KafkaUnavailable("down".into()), StatusCode::SERVICE_UNAVAILABLE, "5"),
+            (GatewayError::KafkaQueueFull, StatusCode::SERVICE_UNAVAILABLE, "1"),
+            (GatewayError::SchemaNotRegistered, StatusCode::SERVICE_UNAVAILABLE, "5"),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs);
+            let body = body_of(response).await;
+            assert!(body["errors"].as_array().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_status_of_the_api() {
+        for (error, status, code) in [
+            (GatewayError::InvalidJson("x".into()), 400, "invalid_json"),
+            (GatewayError::MissingApiKey, 401, "missing_api_key"),
+            (GatewayError::InvalidApiKey, 401, "invalid_api_key"),
+            (GatewayError::RevokedApiKey, 401, "revoked_api_key"),
+            (GatewayError::OrganizationMismatch { errors: vec![] }, 403, "organization_mismatch"),
+            (GatewayError::BodyTooLarge { limit_bytes: 1 }, 413, "body_too_large"),
+            (GatewayError::BatchTooLarge { events: 2, limit: 1 }, 413, "batch_too_large"),
+            (GatewayError::RecordTooLarge { errors: vec![] }, 413, "record_too_large"),
+            (GatewayError::UnsupportedContentType, 415, "unsupported_media_type"),
+            (GatewayError::Validation { errors: vec![] }, 422, "validation_failed"),
+            (GatewayError::RequestTimeout, 503, "request_timeout"),
+        ] {
+            assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Per-organization limits applied before anything is published.
+
+pub mod rate;

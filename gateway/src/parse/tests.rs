@@ -1,0 +1,259 @@
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+
+const ORG: Uuid = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
+const NOW: i64 = 1_714_564_800_000;
+
+fn context() -> ParseContext {
+    ParseContext {
+        organization_id: ORG,
+        received_at_ms: NOW,
+        window: TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 60_000 },
+        max_batch_events: 10,
+    }
+}
+
+fn single(body: &Value) -> Result<Vec<Event>, GatewayError> {
+    parse_single(body.to_string().as_bytes(), &context()).map_err(|r| r.error)
+}
+
+fn batch(events: Vec<Value>) -> Result<Vec<Event>, GatewayError> {
+    parse_batch(json!({ "events": events }).to_string().as_bytes(), &context()).map_err(|r| r.error)
+}
+
+fn parse_single_text(body: &str) -> Result<Vec<Event>, GatewayError> {
+    parse_single(body.as_bytes(), &context()).map_err(|r| r.error)
+}
+
+fn parse_batch_text(body: &[u8]) -> Result<Vec<Event>, GatewayError> {
+    parse_batch(body, &context()).map_err(|r| r.error)
+}
+
+fn problems(result: Result<Vec<Event>, GatewayError>) -> Vec<(usize, String, &'static str)> {
+    match result {
+        Err(GatewayError::Validation { errors }) => errors.into_iter().map(|e| (e.index, e.field, e.code)).collect(),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+fn minimal() -> Value {
+    json!({"transaction_id": "tx-1", "external_customer_id": "cust-1", "code": "api_calls"})
+}
+
+#[test]
+fn a_minimal_event_gets_defaults() {
+    let events = single(&minimal()).unwrap();
+    assert_eq!(
+        events,
+        [Event {
+            organization_id: ORG,
+            transaction_id: "tx-1".into(),
+            external_customer_id: "cust-1".into(),
+            code: "api_calls".into(),
+            timestamp_ms: NOW,
+            properties: "{}".into(),
+            value: None,
+            decimal_value: None,
+        }]
+    );
+}
+
+#[test]
+fn a_full_event_keeps_every_field() {
+    let body = r#"{"transaction_id":"tx\u002d2","external_customer_id":"c","code":"gb","timestamp":"2024-05-01T11:59:00.5Z",
+        "properties":{"region": "eu", "n": [1, 2.5]},"value":1.25,"decimal_value":"0010.500","organization_id":"12345678-9abc-def0-1234-56789abcdef0"}"#;
+    let event = parse_single_text(body).unwrap().remove(0);
+    assert_eq!(event.transaction_id, "tx-2");
+    assert_eq!(event.timestamp_ms, NOW - 59_500);
+    assert_eq!(event.properties, r#"{"region": "eu", "n": [1, 2.5]}"#, "properties are carried byte for byte");
+    assert_eq!(event.value, Some(1.25));
+    assert_eq!(event.decimal_value.unwrap().as_str(), "10.5");
+}
+
+#[test]
+fn a_decimal_may_be_a_json_number_taken_exactly() {
+    let mut body = minimal();
+    body["decimal_value"] = serde_json::from_str("0.100000000001").unwrap();
+    let event = parse_single_text(r#"{"transaction_id":"t","external_customer_id":"c","code":"x","decimal_value":123456789012345678901234.000000000001}"#).unwrap().remove(0);
+    assert_eq!(event.decimal_value.unwrap().as_str(), "123456789012345678901234.000000000001");
+    assert_eq!(single(&body).unwrap()[0].decimal_value.as_ref().unwrap().as_str(), "0.100000000001");
+}
+
+#[test]
+fn nulls_of_optional_fields_are_absent() {
+    let mut body = minimal();
+    for field in ["timestamp", "properties", "value", "decimal_value", "organization_id"] {
+        body[field] = Value::Null;
+    }
+    let event = single(&body).unwrap().remove(0);
+    assert_eq!((event.timestamp_ms, event.properties.as_str(), event.value), (NOW, "{}", None));
+}
+
+#[test]
+fn every_problem_of_an_event_is_listed() {
+    let body = json!({
+        "transaction_id": 5,
+        "code": "api calls",
+        "timestamp": "yesterday",
+        "properties": [1],
+        "value": "1",
+        "decimal_value": "1.0000000000001",
+        "organization_id": "not-a-uuid",
+        "colour": "red",
+    });
+    assert_eq!(
+        problems(single(&body)),
+        [
+            (0, "colour".into(), "unknown_field"),
+            (0, "organization_id".into(), "invalid_uuid"),
+            (0, "transaction_id".into(), "invalid_type"),
+            (0, "external_customer_id".into(), "required"),
+            (0, "timestamp".into(), "invalid_format"),
+            (0, "properties".into(), "not_an_object"),
+            (0, "value".into(), "invalid_type"),
+            (0, "decimal_value".into(), "too_many_fraction_digits"),
+            (0, "code".into(), "invalid_characters"),
+        ]
+    );
+}
+
+#[test]
+fn timestamps_outside_the_window_are_refused() {
+    let mut old = minimal();
+    old["timestamp"] = json!(NOW - 86_400_001);
+    let mut future = minimal();
+    future["timestamp"] = json!("2024-05-01T12:01:00.001Z");
+    let mut late_but_fine = minimal();
+    late_but_fine["timestamp"] = json!(NOW - 86_400_000);
+    assert_eq!(
+        problems(batch(vec![old, future, late_but_fine])),
+        [(0, "timestamp".into(), "too_old"), (1, "timestamp".into(), "too_far_in_future")]
+    );
+}
+
+#[test]
+fn one_invalid_event_rejects_the_batch_with_its_index() {
+    let mut bad = minimal();
+    bad["external_customer_id"] = json!("");
+    assert_eq!(problems(batch(vec![minimal(), bad, json!("oops")])), [
+        (1, "external_customer_id".into(), "empty"),
+        (2, "".into(), "not_an_object"),
+    ]);
+}
+
+#[test]
+fn another_organization_is_forbidden_even_with_other_problems() {
+    let mut foreign = minimal();
+    foreign["organization_id"] = json!(Uuid::nil().to_string());
+    let mut invalid = minimal();
+    invalid["code"] = json!("");
+    match batch(vec![invalid, foreign]) {
+        Err(GatewayError::OrganizationMismatch { errors }) => assert_eq!(errors[0].index, 1),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[test]
+fn properties_limits_come_from_the_shared_rules() {
+    let mut deep = minimal();
+    deep["properties"] = serde_json::from_str(&format!("{}1{}", r#"{"a":"#.repeat(17), "}".repeat(17))).unwrap();
+    assert_eq!(problems(single(&deep)), [(0, "properties".into(), "too_deep")]);
+    let mut big = minimal();
+    big["properties"] = json!({"a": "x".repeat(bxb_event::validate::MAX_PROPERTIES_BYTES)});
+    assert_eq!(problems(single(&big)), [(0, "properties".into(), "too_large")]);
+}
+
+#[test]
+fn huge_numbers_are_not_finite() {
+    let body = r#"{"transaction_id":"t","external_customer_id":"c","code":"x","value":1e400}"#;
+    assert_eq!(problems(parse_single_text(body)), [(0, "value".into(), "not_finite")]);
+}
+
+#[test]
+fn duplicate_fields_are_refused() {
+    let body = r#"{"transaction_id":"t","transaction_id":"u","external_customer_id":"c","code":"x"}"#;
+    assert_eq!(problems(parse_single_text(body)), [(0, "transaction_id".into(), "duplicate_field")]);
+}
+
+#[test]
+fn body_shape_errors_are_bad_requests() {
+    for body in ["", "{", "[]", "not json", "\u{feff}{}", r#"{"events": 1}"#] {
+        assert!(matches!(parse_batch_text(body.as_bytes()), Err(GatewayError::InvalidJson(_))), "batch {body:?}");
+    }
+    for body in ["", "[1]", "\"event\"", "{\"a\":1"] {
+        assert!(matches!(parse_single_text(body), Err(GatewayError::InvalidJson(_))), "single {body:?}");
+    }
+    assert!(matches!(parse_batch_text(br#"{"events": [], "more": 1}"#), Err(GatewayError::InvalidJson(_))));
+    assert!(matches!(parse_batch_text(&[0xff, 0xfe]), Err(GatewayError::InvalidJson(_))));
+}
+
+#[test]
+fn batch_count_limits() {
+    assert_eq!(problems(batch(vec![])), [(0, "events".into(), "empty")]);
+    assert!(matches!(batch(vec![minimal(); 11]), Err(GatewayError::BatchTooLarge { events: 11, limit: 10 })));
+    assert_eq!(batch(vec![minimal(); 10]).unwrap().len(), 10);
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        ".{0,20}".prop_map(Value::String),
+        prop_oneof![Just("tx"), Just("2024-05-01T12:00:00Z"), Just("1.5"), Just("12345678-9abc-def0-1234-56789abcdef0")]
+            .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        let key = prop_oneof![
+            proptest::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+            Just("events".to_owned()),
+            ".{0,8}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::btree_map(key, inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_json_never_panics(value in arbitrary_json()) {
+        let text = value.to_string();
+        let _ = parse_single(text.as_bytes(), &context());
+        let _ = parse_batch(text.as_bytes(), &context());
+        let _ = parse_batch(json!({"events": [value.clone(), value]}).to_string().as_bytes(), &context());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = parse_single(&bytes, &context());
+        let _ = parse_batch(&bytes, &context());
+    }
+
+    #[test]
+    fn accepted_events_pass_the_shared_rules_and_keep_their_fields(
+        transaction_id in "[^\\p{Cc}]{1,40}",
+        customer in "[a-z0-9-]{1,20}",
+        code in "[A-Za-z0-9_.:-]{1,64}",
+        offset_ms in -86_400_000i64..60_000,
+        value in proptest::option::of(-1e12f64..1e12),
+        properties in proptest::collection::btree_map("[a-z]{1,5}", any::<i32>(), 0..5),
+    ) {
+        let body = json!({
+            "transaction_id": transaction_id, "external_customer_id": customer, "code": code,
+            "timestamp": NOW + offset_ms, "properties": properties, "value": value,
+        });
+        let event = single(&body).unwrap().remove(0);
+        prop_assert!(validate::validate(&event).is_ok());
+        prop_assert_eq!(&event.transaction_id, &transaction_id);
+        prop_assert_eq!(event.timestamp_ms, NOW + offset_ms);
+        prop_assert_eq!(event.value, value);
+        prop_assert_eq!(serde_json::from_str::<Value>(&event.properties).unwrap(), json!(properties));
+    }
+}
