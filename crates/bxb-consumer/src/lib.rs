@@ -5,31 +5,150 @@
 //!                                        └─▶ poison ──▶ `events.dlq` (acked) ──▶ commit offsets
 //! ```
 //!
-//! A binary supplies a [`Sink`]; the runtime owns everything else. See the module docs for the
-//! offset rule (commit only the contiguous prefix that is written or dead-lettered) and the
-//! error rule (retry, poison or fatal).
+//! A binary supplies a [`Sink`] and calls [`run`]; the runtime owns everything else:
+//!
+//! - **Offsets**: auto-commit is off. Per partition the runtime commits exactly the offset after
+//!   the longest prefix of records that are written or dead-lettered, never past a record that
+//!   is neither — also across rebalances: on revocation it commits that point synchronously and
+//!   drops the revoked partitions' in-flight records (their new owner reads them again); on
+//!   assignment it starts from the committed offset.
+//! - **Errors** are exactly one of: *retry* (sink or network trouble, registry unreachable):
+//!   exponential backoff with jitter, the same batch again, nothing skipped, nothing committed,
+//!   partitions paused; *poison* (undecodable bytes, unknown schema id, another record type,
+//!   broken field rules): produced to the dead-letter topic with the original key, value and
+//!   headers plus `bxb-dlq-*` headers, committed once the broker acknowledged it; *fatal*
+//!   (misconfiguration, a store that cannot take the data): [`run`] commits what is written and
+//!   nothing else, and returns the error.
+//! - **Shutdown**: cancelling the token writes and commits the current batch and leaves the group.
+//! - **Telemetry**: each record's span continues the W3C trace from its headers and ends when
+//!   the record is written; `/healthz`, `/readyz` (Kafka topics found and subscribed, sink
+//!   reachable) and `/metrics` (`bxb_consumer_*`, see the `metrics` module) are served on the
+//!   listener given to [`run`].
 
+mod backoff;
+mod batch;
 mod config;
+mod context;
+mod dead_letter;
 mod error;
+mod metrics;
+mod offsets;
+mod runtime;
 mod sink;
 
 pub use config::ConsumerArgs;
 pub use error::RuntimeError;
 pub use sink::{Record, Sink, SinkError};
 
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bxb_event::registry::SchemaRegistry;
+use bxb_telemetry::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::Pipeline;
+
 /// Consumes `args.topic` in `args.group_id`, writing batches to `sink` and serving `/healthz`,
 /// `/readyz` and `/metrics` on `listener`, until `shutdown` is cancelled; then writes and
-/// commits the current batch and leaves the group.
+/// commits the current batch and leaves the group. Returns an error only for fatal problems,
+/// after committing what was written.
 pub async fn run<S: Sink>(
     args: ConsumerArgs,
     listener: TcpListener,
     sink: S,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let _ = (listener, sink, shutdown);
-    args.validate()?;
-    Err(RuntimeError::Config { setting: "-", problem: "the runtime is being written".into() })
+    let settings = args.validate()?;
+    let decoder = SchemaRegistry::new(&args.registry)?.decoder();
+    metrics::describe();
+
+    let readiness = Readiness::default();
+    let kafka_ready = readiness.check("kafka");
+    let sink_ready = readiness.check("sink");
+    let sink = Arc::new(sink);
+    let stop_background = CancellationToken::new();
+
+    let router = bxb_telemetry::health::router(readiness);
+    let server = tokio::spawn(
+        axum::serve(listener, router).with_graceful_shutdown(stop_background.clone().cancelled_owned()).into_future(),
+    );
+    let probe = tokio::spawn(probe_sink(sink.clone(), sink_ready.clone(), settings.sink_ready_interval, stop_background.clone()));
+
+    let outcome = async {
+        let Some(pipeline) = Pipeline::start(settings, decoder, sink, sink_ready, &shutdown).await? else {
+            return Ok(());
+        };
+        kafka_ready.store(true, Ordering::Relaxed);
+        pipeline.run(&shutdown).await
+    }
+    .await;
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "consumer stopped");
+    }
+
+    stop_background.cancel();
+    let _ = probe.await;
+    match server.await {
+        Ok(Ok(())) => outcome,
+        Ok(Err(error)) => outcome.and(Err(RuntimeError::Serve(error))),
+        Err(join) => outcome.and(Err(RuntimeError::Serve(std::io::Error::other(join)))),
+    }
+}
+
+/// Keeps the sink's readiness check current (a failed write also flips it at once).
+async fn probe_sink<S: Sink>(
+    sink: Arc<S>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            is_ready = sink.is_ready() => ready.store(is_ready, Ordering::Relaxed),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoStore;
+
+    impl Sink for NoStore {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        async fn write(&self, _batch: &[Record]) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[tokio::test]
+    async fn run_can_be_spawned_and_refuses_a_consumer_without_a_group() {
+        let args = ConsumerArgs::new(
+            bxb_kafka::KafkaArgs::plaintext("127.0.0.1:1"),
+            bxb_event::registry::RegistryArgs::with_url("http://127.0.0.1:1"),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let future = run(args, listener, NoStore, CancellationToken::new());
+        assert_send(&future);
+        match future.await {
+            Err(RuntimeError::Config { setting, .. }) => assert_eq!(setting, "BXB_CONSUMER_GROUP"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
 }
