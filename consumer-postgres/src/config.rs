@@ -97,3 +97,36 @@ impl PostgresArgs {
         i64::from(self.max_future_days) * DAY_MS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        postgres: PostgresArgs,
+    }
+
+    #[test]
+    fn flags_parse_with_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["x", "--billable-codes=api_calls,storage_gb", "--retention-days=0"]).unwrap();
+        let args = cli.postgres;
+        assert_eq!(args.billable_codes, ["api_calls", "storage_gb"]);
+        assert_eq!(args.retention_ms(), None);
+        assert_eq!(args.partition_interval_ms(), DAY_MS);
+        assert_eq!(args.max_future_ms(), 7 * DAY_MS);
+        // The URL may come from the environment (./dev/test sets it); every other default must match.
+        let parsed = Cli::try_parse_from(["x"]).unwrap().postgres;
+        let defaults = PostgresArgs::with_url(parsed.url.clone());
+        assert_eq!(format!("{defaults:?}"), format!("{parsed:?}"), "with_url matches the flag defaults");
+    }
+
+    #[test]
+    fn zero_sized_settings_are_refused_at_start() {
+        for flag in ["--postgres-max-connections=0", "--postgres-partition-interval-days=0", "--billable-refresh-ms=0"] {
+            assert!(Cli::try_parse_from(["x", flag]).is_err(), "{flag}");
+        }
+    }
+}
