@@ -152,6 +152,15 @@ fn problem(setting: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl GatewayConfig {
+    /// Parses flags (and `BXB_*` variables) as the binary does; the first item is the program name.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Self as clap::Parser>::try_parse_from(args)
+    }
+
     /// Checks the settings that depend on each other; `run` calls it first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
