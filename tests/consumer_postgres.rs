@@ -5,6 +5,8 @@
 
 #[path = "consumer_postgres/support.rs"]
 mod support;
+#[path = "consumer_postgres/through_kafka.rs"]
+mod through_kafka;
 
 use std::time::Duration;
 
