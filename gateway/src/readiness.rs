@@ -53,6 +53,7 @@ pub async fn watch_kafka(
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
+    let mut first_probe = true;
     loop {
         let probe = producer.clone();
         let probe_topic = topic.clone();
@@ -60,7 +61,9 @@ pub async fn watch_kafka(
         let reachable = tokio::task::spawn_blocking(move || topic_is_served(&probe, &probe_topic, interval))
             .await
             .unwrap_or(false);
-        if reachable != ready.swap(reachable, Ordering::Relaxed) {
+        let was_reachable = ready.swap(reachable, Ordering::Relaxed);
+        if reachable != was_reachable || first_probe {
+            first_probe = false;
             if reachable {
                 tracing::info!(topic, "Kafka serves the events topic");
             } else {
