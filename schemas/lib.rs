@@ -9,3 +9,6 @@
 /// The PostgreSQL migrations, in order. sqlx takes an advisory lock while applying them, so
 /// several processes may call `run` at once.
 pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("postgres/migrations");
+
+/// ClickHouse DDL and billing queries (`clickhouse/`).
+pub mod clickhouse;
