@@ -12,6 +12,8 @@ BXB_STATE="${BXB_STATE:-$BXB_ROOT/.dev}"
 BXB_CACHE="${BXB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bxb}"
 BXB_LOGS="$BXB_STATE/logs"
 BXB_PIDS="$BXB_STATE/pids"
+# Command-line tools that ./dev/install builds or installs for the tests (kustomize, ...).
+export BXB_TOOLS_BIN="${BXB_TOOLS_BIN:-$BXB_CACHE/bin}"
 
 KAFKA_VERSION=4.3.1
 APICURIO_VERSION=3.3.3
