@@ -13,11 +13,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Billable codes per organization, as in `billable_metrics`.
+type CodesByOrganization = HashMap<Uuid, HashSet<String>>;
+
 /// The billable metrics as last loaded, plus the configured codes billable for every organization.
 #[derive(Debug)]
 pub struct BillableMetrics {
     everyone: HashSet<String>,
-    snapshot: RwLock<Option<Arc<HashMap<Uuid, HashSet<String>>>>>,
+    snapshot: RwLock<Option<Arc<CodesByOrganization>>>,
 }
 
 impl BillableMetrics {
@@ -47,7 +50,7 @@ impl BillableMetrics {
             .fetch_all(pool)
             .await?;
         let count = rows.len();
-        let mut by_organization: HashMap<Uuid, HashSet<String>> = HashMap::new();
+        let mut by_organization = CodesByOrganization::new();
         for (organization_id, code) in rows {
             by_organization.entry(organization_id).or_default().insert(code);
         }
@@ -57,7 +60,7 @@ impl BillableMetrics {
     }
 
     #[cfg(test)]
-    pub(crate) fn set_for_tests(&self, table: HashMap<Uuid, HashSet<String>>) {
+    pub(crate) fn set_for_tests(&self, table: CodesByOrganization) {
         *self.snapshot.write().expect("billable lock") = Some(Arc::new(table));
     }
 
@@ -84,7 +87,7 @@ impl BillableMetrics {
 /// One consistent snapshot of what is billable.
 pub struct BillableView<'a> {
     everyone: &'a HashSet<String>,
-    by_organization: Arc<HashMap<Uuid, HashSet<String>>>,
+    by_organization: Arc<CodesByOrganization>,
 }
 
 impl BillableView<'_> {

@@ -11,7 +11,7 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PostgresArgs {
     /// Connection URL (never printed: it may hold the password).
-    #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
+    #[arg(id = "postgres_url", long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
     pub url: String,
     /// Size of the connection pool: batch writes, partition maintenance and the billable-metrics
     /// refresh share it.

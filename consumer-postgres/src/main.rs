@@ -50,3 +50,18 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     tracing::info!("shutting down: finishing the current batch");
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Flattened argument groups (runtime, Kafka, registry, PostgreSQL, telemetry) must not
+        // reuse an argument id.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["consumer-postgres", "migrate"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+    }
+}
