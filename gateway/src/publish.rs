@@ -73,13 +73,13 @@ impl Publisher {
         let Some(first) = events.first() else { return Ok(()) };
         // Every event of a request belongs to the key's organization: one key for all records.
         let key = first.kafka_key();
-        let payloads: Vec<Vec<u8>> = events.iter().map(|event| encoder.encode(event)).collect();
+        let payloads = EncodedBatch::encode(encoder, events);
         self.check_record_sizes(&payloads, key.len())?;
 
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(payloads.len());
+        let mut deliveries = Vec::with_capacity(events.len());
         let mut enqueue_error = None;
-        for payload in &payloads {
+        for payload in payloads.iter() {
             let record = FutureRecord::to(&self.topic).key(&key).payload(payload).headers(headers.clone());
             match self.enqueue(record).await {
                 Ok(delivery) => deliveries.push(delivery),
@@ -107,7 +107,7 @@ impl Publisher {
         Ok(())
     }
 
-    fn check_record_sizes(&self, payloads: &[Vec<u8>], key_bytes: usize) -> Result<(), GatewayError> {
+    fn check_record_sizes(&self, payloads: &EncodedBatch, key_bytes: usize) -> Result<(), GatewayError> {
         // Headers are small and bounded (trace context, a timestamp): the producer cap leaves room.
         let limit = self.max_record_bytes;
         let errors: Vec<EventError> = payloads
@@ -127,7 +127,7 @@ impl Publisher {
     }
 
     /// Enqueues one record, waiting up to the enqueue timeout while the producer queue is full.
-    async fn enqueue(&self, mut record: FutureRecord<'_, String, Vec<u8>>) -> Result<DeliveryFuture, GatewayError> {
+    async fn enqueue(&self, mut record: FutureRecord<'_, String, [u8]>) -> Result<DeliveryFuture, GatewayError> {
         let deadline = Instant::now() + self.enqueue_timeout;
         loop {
             match self.producer.send_result(record) {
@@ -150,5 +150,58 @@ impl Publisher {
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .unwrap_or(Err(KafkaError::Canceled))
+    }
+}
+
+/// The record values of a request in one buffer: one allocation per request, not per event.
+/// librdkafka copies each value when it is enqueued, so the buffer lives only until then.
+struct EncodedBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedBatch {
+    fn encode(encoder: &EventEncoder, events: &[Event]) -> Self {
+        let mut scratch = Vec::with_capacity(256);
+        let mut bytes = Vec::with_capacity(events.len() * 256);
+        let mut ends = Vec::with_capacity(events.len());
+        for event in events {
+            encoder.encode_into(event, &mut scratch);
+            bytes.extend_from_slice(&scratch);
+            ends.push(bytes.len());
+        }
+        Self { bytes, ends }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_exactly_the_encoded_events() {
+        let event = |tx: &str, properties: &str| Event {
+            organization_id: uuid::Uuid::from_u128(7),
+            transaction_id: tx.into(),
+            external_customer_id: "c".into(),
+            code: "api_calls".into(),
+            timestamp_ms: 1_700_000_000_000,
+            properties: properties.into(),
+            value: None,
+            decimal_value: None,
+        };
+        let events = [event("a", "{}"), event("bb", &format!(r#"{{"x":"{}"}}"#, "y".repeat(1_000))), event("c", "{}")];
+        let encoder = EventEncoder::new(3);
+        let batch = EncodedBatch::encode(&encoder, &events);
+        let encoded: Vec<&[u8]> = batch.iter().collect();
+        assert_eq!(encoded.len(), 3);
+        for (bytes, event) in encoded.iter().zip(&events) {
+            assert_eq!(*bytes, encoder.encode(event).as_slice());
+        }
     }
 }
