@@ -3,5 +3,8 @@
 //! - [`replay`]: move a consumer group's committed offsets (dry run by default), refusing while the
 //!   group has live members. Because both consumers write idempotently, re-reading events never
 //!   counts them twice: replay is just an offset reset.
+//! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
+//!   organization, code and hour — the check to run after an incident.
 
 pub mod replay;
+pub mod verify;

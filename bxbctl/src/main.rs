@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
+use bxb_consumer_clickhouse::ClickHouseArgs;
 use bxb_ctl::replay::{self, Target};
+use bxb_ctl::verify::{self, VerifyScope};
 use bxb_kafka::KafkaArgs;
 use clap::{ArgGroup, Parser, Subcommand};
 
@@ -44,6 +46,27 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Compare PostgreSQL's billable events with ClickHouse per organization, code and hour.
+    /// Exits 1 when they differ.
+    Verify {
+        /// Start of the range (RFC 3339), included.
+        #[arg(long, value_parser = parse_datetime)]
+        from: i64,
+        /// End of the range (RFC 3339), excluded.
+        #[arg(long, value_parser = parse_datetime)]
+        to: i64,
+        /// Only this organization.
+        #[arg(long)]
+        organization: Option<uuid::Uuid>,
+        /// PostgreSQL of consumer-postgres.
+        #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true)]
+        postgres_url: String,
+        /// Codes billable for every organization, as consumer-postgres is configured.
+        #[arg(long = "billable-codes", env = "BXB_BILLABLE_CODES", value_delimiter = ',')]
+        billable_codes: Vec<String>,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    },
 }
 
 fn parse_datetime(s: &str) -> Result<i64, String> {
@@ -52,8 +75,9 @@ fn parse_datetime(s: &str) -> Result<i64, String> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bxbctl: {e:#}");
@@ -62,7 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay { group, topic, to_earliest, to_latest, to_datetime, to_offset, partitions, execute, kafka } => {
             let target = if to_earliest {
@@ -89,6 +113,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("dry run: {reread} record(s) would be read again; add --execute to commit these offsets");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { from, to, organization, postgres_url, billable_codes, clickhouse } => {
+            let pool = sqlx::PgPool::connect(&postgres_url).await?;
+            let scope = VerifyScope { from_ms: from, to_ms: to, organization_id: organization, billable_codes };
+            let report = verify::verify(&pool, &clickhouse, &scope).await?;
+            for d in &report.differences {
+                let show = |b: &Option<verify::Bucket>| {
+                    b.as_ref().map_or("-".to_owned(), |b| format!("{} events, value {}, decimal {}", b.events, b.value_sum, b.decimal_value_sum))
+                };
+                let hour = time::OffsetDateTime::from_unix_timestamp(d.key.2 / 1000)
+                    .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+                    .unwrap_or_default();
+                println!("{} {} {hour}: postgres [{}] clickhouse [{}]", d.key.0, d.key.1, show(&d.postgres), show(&d.clickhouse));
+            }
+            println!("verify: {} bucket(s) compared, {} difference(s)", report.buckets, report.differences.len());
+            Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }

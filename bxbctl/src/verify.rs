@@ -1,0 +1,182 @@
+//! `bxbctl verify`: does PostgreSQL hold exactly the billable events ClickHouse holds?
+//!
+//! For every organization, code and hour of a time range it compares PostgreSQL's `events`
+//! (the billable subset, one row per identity) with the same subset of ClickHouse's
+//! `events_raw` counted by the billing query (each identity once, its first record). The
+//! billable subset is the one consumer-postgres uses now: `billable_metrics` plus the codes
+//! billable for every organization. A code made billable later shows up as a difference for the
+//! hours before that; verify from the time of the change.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
+use bxb_consumer_clickhouse::ClickHouseArgs;
+use bxb_event::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The usage of one organization, code and hour in one store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub events: u64,
+    pub value_sum: f64,
+    pub decimal_value_sum: Decimal,
+}
+
+/// (organization, code, hour start in ms).
+pub type BucketKey = (Uuid, String, i64);
+
+/// One bucket where the stores disagree; `None` where a store has no events in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub key: BucketKey,
+    pub postgres: Option<Bucket>,
+    pub clickhouse: Option<Bucket>,
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct VerifyScope {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub organization_id: Option<Uuid>,
+    /// Codes billable for every organization (consumer-postgres' BXB_BILLABLE_CODES).
+    pub billable_codes: Vec<String>,
+}
+
+/// The outcome: how many buckets were compared and where they differ.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub buckets: usize,
+    pub differences: Vec<Difference>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// PostgreSQL could not be queried.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// ClickHouse could not be queried.
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] billing::BillingError),
+    /// A stored decimal sum is not a decimal of the event rules.
+    #[error("PostgreSQL decimal sum {0:?}: {1}")]
+    Decimal(String, bxb_event::DecimalError),
+}
+
+/// Compares the two stores over `scope`.
+pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifyScope) -> Result<Report, VerifyError> {
+    let billable = billable_pairs(pool).await?;
+    let everyone: HashSet<&str> = scope.billable_codes.iter().map(String::as_str).collect();
+    let postgres = postgres_buckets(pool, scope).await?;
+    let usage = billing::usage(
+        &clickhouse.client(),
+        &UsageQuery {
+            from_ms: scope.from_ms,
+            to_ms: scope.to_ms,
+            granularity: Granularity::Hour,
+            organization_id: scope.organization_id,
+        },
+    )
+    .await?;
+    let clickhouse: BTreeMap<BucketKey, Bucket> = usage
+        .into_iter()
+        .filter(|u| everyone.contains(u.code.as_str()) || billable.contains(&(u.organization_id, u.code.clone())))
+        .map(|u: Usage| {
+            let key = (u.organization_id, u.code, u.bucket_start_ms);
+            (key, Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: u.decimal_value_sum })
+        })
+        .collect();
+    Ok(compare(postgres, clickhouse))
+}
+
+/// Pairs buckets by key; equal when counts and decimal sums are equal and the float sums agree
+/// to 1e-9 relative (they are added in a different order by each store).
+pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<BucketKey, Bucket>) -> Report {
+    let keys: std::collections::BTreeSet<&BucketKey> = postgres.keys().chain(clickhouse.keys()).collect();
+    let mut differences = Vec::new();
+    for key in &keys {
+        let (p, c) = (postgres.get(*key), clickhouse.get(*key));
+        let same = match (p, c) {
+            (Some(p), Some(c)) => {
+                p.events == c.events
+                    && p.decimal_value_sum == c.decimal_value_sum
+                    && (p.value_sum - c.value_sum).abs() <= 1e-9 * p.value_sum.abs().max(c.value_sum.abs()).max(1.0)
+            }
+            _ => false,
+        };
+        if !same {
+            differences.push(Difference { key: (*key).clone(), postgres: p.cloned(), clickhouse: c.cloned() });
+        }
+    }
+    Report { buckets: keys.len(), differences }
+}
+
+async fn billable_pairs(pool: &PgPool) -> Result<HashSet<(Uuid, String)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT organization_id, code FROM billable_metrics").fetch_all(pool).await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn postgres_buckets(pool: &PgPool, scope: &VerifyScope) -> Result<BTreeMap<BucketKey, Bucket>, VerifyError> {
+    let rows: Vec<(Uuid, String, i64, i64, f64, String)> = sqlx::query_as(
+        "SELECT organization_id, code,
+                (extract(epoch FROM date_trunc('hour', \"timestamp\")) * 1000)::bigint AS bucket_start_ms,
+                count(*)::bigint,
+                coalesce(sum(value), 0)::double precision,
+                coalesce(sum(decimal_value), 0)::text
+         FROM events
+         WHERE \"timestamp\" >= to_timestamp($1::double precision / 1000)
+           AND \"timestamp\" < to_timestamp($2::double precision / 1000)
+           AND ($3::uuid IS NULL OR organization_id = $3)
+         GROUP BY 1, 2, 3",
+    )
+    .bind(scope.from_ms)
+    .bind(scope.to_ms)
+    .bind(scope.organization_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(org, code, bucket, events, value_sum, decimal)| {
+            let decimal_value_sum = decimal.parse().map_err(|e| VerifyError::Decimal(decimal.clone(), e))?;
+            Ok(((org, code, bucket), Bucket { events: events as u64, value_sum, decimal_value_sum }))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(events: u64, value_sum: f64, decimal: &str) -> Bucket {
+        Bucket { events, value_sum, decimal_value_sum: decimal.parse().unwrap() }
+    }
+
+    fn key(code: &str, hour: i64) -> BucketKey {
+        (Uuid::from_u128(1), code.to_owned(), hour * 3_600_000)
+    }
+
+    #[test]
+    fn equal_stores_have_no_differences() {
+        let p = BTreeMap::from([(key("a", 0), bucket(3, 0.1 + 0.2, "1.5"))]);
+        let c = BTreeMap::from([(key("a", 0), bucket(3, 0.3, "1.50"))]);
+        let report = compare(p, c);
+        assert_eq!((report.buckets, report.differences.len()), (1, 0));
+    }
+
+    #[test]
+    fn counts_sums_and_missing_buckets_are_differences() {
+        let p = BTreeMap::from([
+            (key("a", 0), bucket(3, 1.0, "0")),
+            (key("b", 0), bucket(1, 1.0, "0")),
+            (key("c", 0), bucket(1, 1.0, "2")),
+        ]);
+        let c = BTreeMap::from([
+            (key("a", 0), bucket(4, 1.0, "0")),
+            (key("c", 0), bucket(1, 1.0, "2.000000000001")),
+            (key("d", 1), bucket(1, 1.0, "0")),
+        ]);
+        let report = compare(p, c);
+        let codes: Vec<_> = report.differences.iter().map(|d| d.key.1.as_str()).collect();
+        assert_eq!(codes, ["a", "b", "c", "d"]);
+    }
+}
