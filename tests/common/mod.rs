@@ -4,6 +4,9 @@
 //! Service addresses come from the `BXB_*` variables that `./dev/up` and `./dev/test` write to
 //! `.dev/env`; the defaults are the local stack's ports.
 
+pub mod databases;
+pub mod kafka;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
