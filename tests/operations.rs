@@ -1,0 +1,166 @@
+//! Operating the pipeline: replay by resetting offsets (bxbctl and Kafka's own tool), the
+//! refusal to reset a live group, and `bxbctl verify` between the two stores.
+
+#[path = "operations/stack.rs"]
+mod stack;
+
+use std::collections::{BTreeMap, HashSet};
+
+use bxb_ctl::replay::{self, ReplayError, Target};
+use bxb_ctl::verify::{self, VerifyScope};
+use bxb_event::Event;
+use bxb_tests::eventually;
+use bxb_tests::kafka::{committed_offsets, end_offsets, now_ms};
+use stack::{workload, Stack, BILLABLE, PARTITIONS, WAIT};
+use uuid::Uuid;
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn base_ms() -> i64 {
+    let two_days_ago = now_ms() - 48 * HOUR_MS;
+    two_days_ago - two_days_ago % HOUR_MS
+}
+
+fn organizations(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+/// The first event of every identity, in publish order: what both stores must count.
+fn distinct(events: &[Event]) -> Vec<&Event> {
+    let mut seen = HashSet::new();
+    events.iter().filter(|e| seen.insert((e.organization_id, e.transaction_id.clone()))).collect()
+}
+
+fn assert_counts_match_what_was_published(snapshot: &stack::Snapshot, events: &[Event]) {
+    let first = distinct(events);
+    let billable: Vec<_> = first.iter().filter(|e| e.code == BILLABLE).collect();
+    assert_eq!(snapshot.postgres.len(), billable.len(), "PostgreSQL holds each billable identity once");
+    for e in &billable {
+        let row = snapshot.postgres.iter().find(|r| r.0 == e.organization_id && r.1 == e.transaction_id).expect("row");
+        assert_eq!(row.3, e.timestamp_ms, "the first record of a retried transaction wins");
+    }
+    let counted: u64 = snapshot.clickhouse.iter().map(|u| u.events).sum();
+    assert_eq!(counted, first.len() as u64, "ClickHouse's billing query counts each identity once");
+}
+
+async fn replay_both(stack: &Stack, target: &Target) -> i64 {
+    let config = stack.kafka_config();
+    let mut reread = 0;
+    for group in [&stack.clickhouse_group, &stack.postgres_group] {
+        let plans = replay::plan(&config, group, &stack.topic.name, &[], target).expect("plan");
+        replay::execute(&config, group, &stack.topic.name, &plans).expect("execute");
+        reread = plans.iter().map(|p| p.reread).sum();
+    }
+    reread
+}
+
+#[tokio::test]
+async fn replays_to_earliest_with_bxbctl_and_with_kafkas_tool_change_no_count() {
+    let stack = Stack::new().await;
+    let events = workload(&organizations(3), 60, base_ms());
+    stack.publish(&events).await;
+    stack.consume_everything().await;
+    let before = stack.snapshot().await;
+    assert_counts_match_what_was_published(&before, &events);
+
+    // A dry run changes nothing and says how much would be read again.
+    let config = stack.kafka_config();
+    let committed = committed_offsets(&stack.clickhouse_group, &stack.topic.name, PARTITIONS).await;
+    let plans = replay::plan(&config, &stack.clickhouse_group, &stack.topic.name, &[], &Target::Earliest).unwrap();
+    assert_eq!(plans.iter().map(|p| p.reread).sum::<i64>(), events.len() as i64);
+    assert_eq!(committed_offsets(&stack.clickhouse_group, &stack.topic.name, PARTITIONS).await, committed);
+
+    assert_eq!(replay_both(&stack, &Target::Earliest).await, events.len() as i64);
+    let rewound = committed_offsets(&stack.postgres_group, &stack.topic.name, PARTITIONS).await;
+    assert!(rewound.values().all(|o| *o == 0), "offsets are back at the start: {rewound:?}");
+    stack.consume_everything().await;
+    assert_eq!(stack.snapshot().await, before, "bxbctl replay to earliest");
+
+    for group in [&stack.clickhouse_group, &stack.postgres_group] {
+        stack.reset_with_kafka_tool(group, &["--to-earliest"]);
+    }
+    stack.consume_everything().await;
+    assert_eq!(stack.snapshot().await, before, "kafka-consumer-groups --reset-offsets --to-earliest");
+}
+
+#[tokio::test]
+async fn replays_to_a_datetime_and_to_offsets_change_no_count() {
+    let stack = Stack::new().await;
+    let orgs = organizations(2);
+    let events = workload(&orgs, 40, base_ms());
+    let (first_half, second_half) = events.split_at(20);
+    stack.publish(first_half).await;
+    // Kafka stamps records with their produce time; leave a clear gap before the second half.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let middle_ms = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stack.publish(second_half).await;
+    stack.consume_everything().await;
+    let before = stack.snapshot().await;
+    assert_counts_match_what_was_published(&before, &events);
+
+    assert_eq!(replay_both(&stack, &Target::Timestamp(middle_ms)).await, second_half.len() as i64);
+    stack.consume_everything().await;
+    assert_eq!(stack.snapshot().await, before, "replay to a datetime");
+
+    let end = end_offsets(&stack.topic.name, PARTITIONS).await;
+    let (&partition, &high) = end.iter().next().expect("a partition with records");
+    let reread = replay_both(&stack, &Target::Offsets(BTreeMap::from([(partition, 1)]))).await;
+    assert_eq!(reread, high - 1, "only the named partition moves");
+    stack.consume_everything().await;
+    assert_eq!(stack.snapshot().await, before, "replay to an offset");
+}
+
+#[tokio::test]
+async fn a_group_with_live_consumers_is_not_reset() {
+    let stack = Stack::new().await;
+    stack.publish(&workload(&organizations(1), 5, base_ms())).await;
+    let consumers = stack.start_consumers().await;
+    stack.drain().await;
+
+    let config = stack.kafka_config();
+    let refused = replay::plan(&config, &stack.postgres_group, &stack.topic.name, &[], &Target::Earliest);
+    assert!(matches!(refused, Err(ReplayError::GroupActive { .. })), "bxbctl must refuse: {refused:?}");
+    let tool = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/kafka-consumer-groups"))
+        .args(["--group", &stack.postgres_group, "--topic", &stack.topic.name, "--reset-offsets", "--to-earliest", "--execute"])
+        .output()
+        .unwrap();
+    let committed = committed_offsets(&stack.postgres_group, &stack.topic.name, PARTITIONS).await;
+    assert!(committed.values().all(|o| *o > 0) && !committed.is_empty(), "Kafka's tool refused too ({tool:?}): {committed:?}");
+
+    consumers.stop().await;
+    // Once the consumers have left, the same reset goes through.
+    eventually("the group to be empty", WAIT, || async {
+        replay::plan(&config, &stack.postgres_group, &stack.topic.name, &[], &Target::Earliest).ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn verify_agrees_on_a_clean_run_and_reports_an_injected_difference() {
+    let stack = Stack::new().await;
+    let events = workload(&organizations(2), 30, base_ms());
+    stack.publish(&events).await;
+    stack.consume_everything().await;
+
+    let pool = stack.pool().await;
+    let scope = VerifyScope { from_ms: 0, to_ms: now_ms() + HOUR_MS, organization_id: None, billable_codes: vec![BILLABLE.into()] };
+    let clean = verify::verify(&pool, &stack.clickhouse_args(), &scope).await.unwrap();
+    assert!(clean.buckets > 0);
+    assert_eq!(clean.differences, vec![], "a clean run agrees");
+
+    let victim = distinct(&events).into_iter().find(|e| e.code == BILLABLE).unwrap();
+    sqlx::query("DELETE FROM events WHERE organization_id = $1 AND transaction_id = $2")
+        .bind(victim.organization_id)
+        .bind(&victim.transaction_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let broken = verify::verify(&pool, &stack.clickhouse_args(), &scope).await.unwrap();
+    assert_eq!(broken.differences.len(), 1, "{:?}", broken.differences);
+    let difference = &broken.differences[0];
+    assert_eq!(difference.key.0, victim.organization_id);
+    assert_eq!(difference.key.2, victim.timestamp_ms - victim.timestamp_ms % HOUR_MS);
+    let (pg, ch) = (difference.postgres.as_ref().map_or(0, |b| b.events), difference.clickhouse.as_ref().unwrap().events);
+    assert_eq!(ch - pg, 1, "ClickHouse has the event PostgreSQL lost");
+}
