@@ -164,3 +164,63 @@ async fn verify_agrees_on_a_clean_run_and_reports_an_injected_difference() {
     let (pg, ch) = (difference.postgres.as_ref().map_or(0, |b| b.events), difference.clickhouse.as_ref().unwrap().events);
     assert_eq!(ch - pg, 1, "ClickHouse has the event PostgreSQL lost");
 }
+
+#[tokio::test]
+async fn a_directly_produced_event_lands_in_both_stores() {
+    let stack = Stack::new().await;
+    let org = Uuid::new_v4();
+    let lines = format!(
+        "{{\"organization_id\":\"{org}\",\"transaction_id\":\"direct-1\",\"external_customer_id\":\"c1\",\"code\":\"{BILLABLE}\",\"decimal_value\":\"1.25\"}}\n\
+         {{\"organization_id\":\"{org}\",\"transaction_id\":\"direct-2\",\"external_customer_id\":\"c1\",\"code\":\"page_views\"}}\n"
+    );
+    let window = bxb_gateway::timestamp::TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 300_000 };
+    let (events, errors) = bxb_ctl::produce::parse_lines(lines.as_bytes(), window);
+    assert_eq!((events.len(), errors), (2, vec![]));
+    bxb_ctl::produce::publish(&stack.kafka_config(), &stack.publisher.registry, &stack.topic.name, &events).await.unwrap();
+
+    let consumers = stack.start_consumers().await;
+    stack.drain().await;
+    consumers.stop().await;
+    let snapshot = stack.snapshot().await;
+    assert_eq!(
+        snapshot.postgres.iter().map(|r| (r.0, r.1.as_str())).collect::<Vec<_>>(),
+        [(org, "direct-1")],
+        "the billable one is in PostgreSQL"
+    );
+    assert_eq!(snapshot.clickhouse.iter().map(|u| u.events).sum::<u64>(), 2, "both are in ClickHouse");
+}
+
+#[tokio::test]
+async fn a_newer_schema_registered_by_a_direct_producer_is_read_without_a_restart() {
+    use apache_avro::types::Value;
+    let stack = Stack::new().await;
+    let org = Uuid::new_v4();
+    let v1 = workload(&[org], 3, base_ms());
+    stack.publish(&v1).await;
+    let consumers = stack.start_consumers().await;
+    stack.drain().await;
+
+    // A producer adds an optional field and registers the new version itself.
+    let v2_json = include_str!("fixtures/operations/event_v2.avsc");
+    let subject = bxb_event::registry::value_subject(&stack.topic.name);
+    let v2_id = stack.publisher.registry.register_schema(&subject, v2_json).await.expect("BACKWARD compatible");
+    assert_ne!(v2_id, stack.publisher.encoder.schema_id());
+    let v2 = apache_avro::Schema::parse_str(v2_json).unwrap();
+    let event = Event { transaction_id: "v2-1".into(), ..v1[0].clone() };
+    let Value::Record(mut fields) = bxb_event::avro::to_value(&event) else { unreachable!() };
+    fields.push(("region".into(), Value::Union(1, Box::new(Value::String("eu-west-1".into())))));
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v2)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Value::Record(fields))
+        .unwrap();
+    let value = bxb_event::registry::frame(v2_id, &datum);
+    let headers = bxb_kafka::headers::event_headers(&tracing::Span::none(), now_ms());
+    stack.publisher.publish_raw(&event.kafka_key(), &value, headers).await;
+
+    stack.drain().await;
+    consumers.stop().await;
+    let snapshot = stack.snapshot().await;
+    assert!(snapshot.postgres.iter().any(|r| r.1 == "v2-1"), "consumer-postgres read the v2 record");
+    assert_eq!(snapshot.clickhouse.iter().map(|u| u.events).sum::<u64>(), 4, "consumer-clickhouse read the v2 record");
+}

@@ -3,8 +3,11 @@
 //! - [`replay`]: move a consumer group's committed offsets (dry run by default), refusing while the
 //!   group has live members. Because both consumers write idempotently, re-reading events never
 //!   counts them twice: replay is just an offset reset.
+//! - [`produce`]: publish events from JSON lines straight to Kafka through the schema registry,
+//!   the way a direct producer does (an example of docs/producer-contract.md).
 //! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
 //!   organization, code and hour — the check to run after an incident.
 
+pub mod produce;
 pub mod replay;
 pub mod verify;

@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
 use bxb_consumer_clickhouse::ClickHouseArgs;
+use bxb_ctl::produce;
+use bxb_event::registry::{RegistryArgs, SchemaRegistry};
+use bxb_gateway::timestamp::TimestampWindow;
 use bxb_ctl::replay::{self, Target};
 use bxb_ctl::verify::{self, VerifyScope};
 use bxb_kafka::KafkaArgs;
@@ -45,6 +48,25 @@ enum Command {
         execute: bool,
         #[command(flatten)]
         kafka: KafkaArgs,
+    },
+    /// Publish events from JSON lines (the JSON of POST /v1/events plus organization_id) straight
+    /// to Kafka. Exits 1 when a line is not a valid event (the valid ones are still sent).
+    Produce {
+        /// File of JSON lines; standard input when absent or `-`.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "events")]
+        topic: String,
+        /// Oldest accepted timestamp, relative to now.
+        #[arg(long, default_value_t = 30 * 86_400_000)]
+        max_event_age_ms: u64,
+        /// Furthest accepted timestamp into the future.
+        #[arg(long, default_value_t = 300_000)]
+        max_future_skew_ms: u64,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Compare PostgreSQL's billable events with ClickHouse per organization, code and hour.
     /// Exits 1 when they differ.
@@ -113,6 +135,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("dry run: {reread} record(s) would be read again; add --execute to commit these offsets");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce { file, topic, max_event_age_ms, max_future_skew_ms, kafka, registry } => {
+            let window = TimestampWindow { max_age_ms: max_event_age_ms, max_future_skew_ms };
+            let (events, errors) = match file.filter(|f| f.as_os_str() != "-") {
+                Some(path) => produce::parse_lines(std::io::BufReader::new(std::fs::File::open(path)?), window),
+                None => produce::parse_lines(std::io::stdin().lock(), window),
+            };
+            for e in &errors {
+                eprintln!("line {}: {}", e.line, e.message);
+            }
+            let registry = SchemaRegistry::new(&registry)?;
+            produce::publish(&kafka.client_config()?, &registry, &topic, &events).await?;
+            println!("produced {} event(s) to {topic}; {} line(s) refused", events.len(), errors.len());
+            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Verify { from, to, organization, postgres_url, billable_codes, clickhouse } => {
             let pool = sqlx::PgPool::connect(&postgres_url).await?;

@@ -146,6 +146,13 @@ impl GatewayError {
         }
     }
 
+    /// The JSON body clients see for this error.
+    pub fn into_body(self) -> ErrorBody {
+        let code = self.code();
+        let message = self.to_string();
+        ErrorBody { code, message, errors: self.into_errors() }
+    }
+
     fn into_errors(self) -> Vec<EventError> {
         match self {
             Self::OrganizationMismatch { errors } | Self::RecordTooLarge { errors } | Self::Validation { errors } => errors,
@@ -158,9 +165,7 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = self.retry_after_secs();
-        let code = self.code();
-        let message = self.to_string();
-        let body = ErrorBody { code, message, errors: self.into_errors() };
+        let body = self.into_body();
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

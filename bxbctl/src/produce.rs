@@ -1,0 +1,117 @@
+//! `bxbctl produce`: publish events straight to Kafka, the way any direct producer must
+//! (docs/producer-contract.md). Each input line is one event in the JSON of `POST /v1/events`
+//! plus its `organization_id`; lines are parsed and validated by the gateway's own parser, so
+//! the two entry points accept exactly the same events.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use bxb_event::registry::{value_subject, EventEncoder, SchemaRegistry};
+use bxb_event::Event;
+use bxb_gateway::parse::{parse_single, ParseContext};
+use bxb_gateway::timestamp::{now_ms, TimestampWindow};
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use uuid::Uuid;
+
+/// A line that is not an event, with its 1-based number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses JSON lines into events; blank lines are skipped.
+pub fn parse_lines(input: impl BufRead, window: TimestampWindow) -> (Vec<Event>, Vec<LineError>) {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    for (index, line) in input.lines().enumerate() {
+        let line_number = index + 1;
+        let line = match line {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => line,
+            Err(e) => {
+                errors.push(LineError { line: line_number, message: e.to_string() });
+                continue;
+            }
+        };
+        match parse_line(line.as_bytes(), window) {
+            Ok(event) => events.push(event),
+            Err(message) => errors.push(LineError { line: line_number, message }),
+        }
+    }
+    (events, errors)
+}
+
+fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
+    #[derive(serde::Deserialize)]
+    struct Owner {
+        organization_id: Uuid,
+    }
+    let owner: Owner = serde_json::from_slice(line).map_err(|e| format!("needs a UUID organization_id: {e}"))?;
+    let context =
+        ParseContext { organization_id: owner.organization_id, received_at_ms: now_ms(), window, max_batch_events: 1 };
+    match parse_single(line, &context) {
+        Ok(mut events) => Ok(events.remove(0)),
+        Err(rejection) => {
+            let body = rejection.error.into_body();
+            Err(serde_json::to_string(&body).unwrap_or(body.message))
+        }
+    }
+}
+
+/// Publishes `events` to `topic` with `acks=all` and idempotence, registering the event schema
+/// under `<topic>-value` first; returns once every record is acknowledged.
+pub async fn publish(
+    config: &ClientConfig,
+    registry: &SchemaRegistry,
+    topic: &str,
+    events: &[Event],
+) -> anyhow::Result<()> {
+    let schema_id = registry.register_event_schema(&value_subject(topic)).await?;
+    let encoder = EventEncoder::new(schema_id);
+    let producer: FutureProducer =
+        config.clone().set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5").create()?;
+    let span = tracing::info_span!("bxbctl.produce", topic, events = events.len());
+    let sends = events.iter().map(|event| {
+        let key = event.kafka_key();
+        let payload = encoder.encode(event);
+        let headers = bxb_kafka::headers::event_headers(&span, now_ms());
+        let producer = &producer;
+        async move {
+            producer
+                .send(FutureRecord::to(topic).key(&key).payload(&payload).headers(headers), Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }
+    });
+    for result in join_all(sends).await {
+        result?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: TimestampWindow = TimestampWindow { max_age_ms: 30 * 86_400_000, max_future_skew_ms: 300_000 };
+
+    #[test]
+    fn lines_are_parsed_like_gateway_requests() {
+        let org = Uuid::new_v4();
+        let input = format!(
+            "{{\"organization_id\":\"{org}\",\"transaction_id\":\"t1\",\"external_customer_id\":\"c\",\"code\":\"api_calls\",\"value\":2}}\n\
+             \n\
+             {{\"transaction_id\":\"t2\"}}\n\
+             {{\"organization_id\":\"{org}\",\"transaction_id\":\"\",\"external_customer_id\":\"c\",\"code\":\"api calls\"}}\n"
+        );
+        let (events, errors) = parse_lines(input.as_bytes(), WINDOW);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].organization_id, events[0].value), (org, Some(2.0)));
+        assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [3, 4]);
+        assert!(errors[1].message.contains("transaction_id") && errors[1].message.contains("code"), "{:?}", errors[1]);
+    }
+}
