@@ -1,17 +1,15 @@
 //! The librdkafka callbacks: rebalances (commit before handing partitions over, start fresh on
-//! assignment), asynchronous commit results, and statistics (consumer lag).
+//! assignment) and statistics (consumer lag); and the commits themselves.
 //!
 //! librdkafka calls these from inside the consumer's poll, which only the runtime's own loop
 //! performs, so a rebalance never runs concurrently with the loop's bookkeeping; the state is
 //! behind a mutex only because the context must be `Sync`.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -25,8 +23,6 @@ pub(crate) struct Shared {
     tracker: Mutex<OffsetTracker>,
     /// Set while a batch is being retried: newly assigned partitions are paused too.
     pub paused: AtomicBool,
-    /// When each outstanding asynchronous commit was issued, oldest first.
-    async_commits: Mutex<VecDeque<Instant>>,
 }
 
 impl Shared {
@@ -36,7 +32,6 @@ impl Shared {
             sink,
             tracker: Mutex::new(OffsetTracker::default()),
             paused: AtomicBool::new(false),
-            async_commits: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -56,39 +51,28 @@ impl Shared {
         tpl
     }
 
-    /// Commits `points` synchronously (shutdown, revocation), recording latency and failures.
-    pub fn commit_sync<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, points: &[(i32, i64)]) {
+    /// Commits `points` and waits for the broker, recording latency and failures. Returns
+    /// whether the broker took them.
+    pub fn commit_sync<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, points: &[(i32, i64)]) -> bool {
         if points.is_empty() {
-            return;
+            return true;
         }
         let started = Instant::now();
         match consumer.commit(&self.commit_list(points), CommitMode::Sync) {
             Ok(()) => {
-                ::metrics::histogram!(metrics::COMMIT_DURATION, "sink" => self.sink, "mode" => "sync")
-                    .record(started.elapsed().as_secs_f64());
+                ::metrics::histogram!(metrics::COMMIT_DURATION, "sink" => self.sink).record(started.elapsed().as_secs_f64());
                 tracing::debug!(?points, "committed offsets");
+                true
             }
             Err(error) => {
                 ::metrics::counter!(metrics::COMMIT_FAILURES, "sink" => self.sink).increment(1);
-                tracing::warn!(%error, ?points, "synchronous offset commit failed; the records will be read again");
+                tracing::warn!(%error, ?points, "offset commit failed; it is repeated later, or the records are read again");
+                false
             }
         }
     }
 
-    /// Commits `points` without waiting; the result arrives in [`RuntimeContext::commit_callback`].
-    pub fn commit_async<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, points: &[(i32, i64)]) {
-        if points.is_empty() {
-            return;
-        }
-        self.async_commits.lock().unwrap_or_else(|e| e.into_inner()).push_back(Instant::now());
-        if let Err(error) = consumer.commit(&self.commit_list(points), CommitMode::Async) {
-            self.async_commits.lock().unwrap_or_else(|e| e.into_inner()).pop_back();
-            ::metrics::counter!(metrics::COMMIT_FAILURES, "sink" => self.sink).increment(1);
-            tracing::warn!(%error, "offset commit could not be issued; the next commit covers it");
-        }
-    }
-
-    fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+    pub fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
         tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
     }
 }
@@ -141,20 +125,42 @@ impl ConsumerContext for RuntimeContext {
             }
         }
     }
+}
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let issued = self.shared.async_commits.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        match result {
-            Ok(()) => {
-                if let Some(issued) = issued {
-                    ::metrics::histogram!(metrics::COMMIT_DURATION, "sink" => self.shared.sink, "mode" => "async")
-                        .record(issued.elapsed().as_secs_f64());
-                }
+/// Commits written offsets off the consumer loop, one commit at a time so that commits reach
+/// the broker in order. librdkafka reports the result of an asynchronous manual commit only
+/// through a callback rdkafka's event API does not install, so commits are synchronous calls on
+/// a blocking thread: the loop never waits for them, and a refused commit (typically during a
+/// rebalance) is noticed and repeated.
+#[derive(Default)]
+pub(crate) struct Committer {
+    in_flight: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts committing every point that moved or was refused, unless a commit is still
+    /// running (the next call, at the latest a second later, commits what it left).
+    pub fn commit_pending(&mut self, consumer: &Arc<StreamConsumer<RuntimeContext>>, shared: &Arc<Shared>) {
+        if self.in_flight.as_ref().is_some_and(|commit| !commit.is_finished()) {
+            return;
+        }
+        let points = shared.tracker().take_commit_points(false);
+        if points.is_empty() {
+            self.in_flight = None;
+            return;
+        }
+        let (consumer, shared) = (consumer.clone(), shared.clone());
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            if !shared.commit_sync(consumer.as_ref(), &points) {
+                shared.tracker().commit_failed(points.iter().map(|(p, _)| *p));
             }
-            Err(error) => {
-                ::metrics::counter!(metrics::COMMIT_FAILURES, "sink" => self.shared.sink).increment(1);
-                tracing::warn!(%error, ?offsets, "asynchronous offset commit failed; the next commit covers it");
-            }
+        }));
+    }
+
+    /// Waits for the commit in flight, if any.
+    pub async fn finish(&mut self) {
+        if let Some(commit) = self.in_flight.take() {
+            let _ = commit.await;
         }
     }
 }

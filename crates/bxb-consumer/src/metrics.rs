@@ -1,5 +1,5 @@
 //! The runtime's metrics. Every series carries `sink` (e.g. `clickhouse`); the other labels are
-//! `reason` (a [`bxb_event::registry::PoisonReason`]), `outcome`, `mode` and `partition`.
+//! `reason` (a [`bxb_event::registry::PoisonReason`]), `outcome` and `partition`.
 
 pub const CONSUMED: &str = "bxb_consumer_events_consumed_total";
 pub const WRITTEN: &str = "bxb_consumer_events_written_total";
@@ -22,7 +22,7 @@ pub fn describe() {
     describe_histogram!(BATCH_SIZE, Unit::Count, "Records (written and dead-lettered) per flushed batch.");
     describe_histogram!(WRITE_DURATION, Unit::Seconds, "Duration of one attempt to write a batch, by outcome.");
     describe_counter!(WRITE_RETRIES, Unit::Count, "Failed attempts to write a batch that will be retried.");
-    describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Offset commit latency, by mode (async, sync).");
+    describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Duration of one offset commit, until the broker acknowledged it.");
     describe_counter!(COMMIT_FAILURES, Unit::Count, "Offset commits the broker refused (the next commit covers them).");
     describe_gauge!(LAG, Unit::Count, "Records behind the partition's end, from the committed offset (librdkafka statistics).");
     describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "From the ingestion-time header to the write of the event.");

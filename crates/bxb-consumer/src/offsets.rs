@@ -5,7 +5,8 @@
 //! written or retried) holds the commit point at its own offset, however many later records are
 //! done. Offsets Kafka never delivers (transaction markers, compacted records) are skipped
 //! naturally because the point only ever lands on a delivered in-flight offset or just after
-//! the highest delivered one.
+//! the highest delivered one. A partition with nothing done since its assignment has no commit
+//! point at all, so the group's committed offset is left exactly as it was.
 //!
 //! A partition exists here only while it is assigned: revocation forgets its state, and records
 //! of it that are still in flight must then be dropped by the caller (the next owner reads them
@@ -17,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 struct PartitionOffsets {
     /// Received and neither written nor dead-lettered yet.
     in_flight: BTreeSet<i64>,
+    /// The first offset received since the assignment: a commit point there is no progress.
+    first_received: Option<i64>,
     /// One past the highest offset received.
     next_after_received: Option<i64>,
     /// The last commit point handed out for committing.
@@ -24,8 +27,11 @@ struct PartitionOffsets {
 }
 
 impl PartitionOffsets {
+    /// `None` until something is done: committing the first received offset would only
+    /// restate where the group already is (or create a commit where there was none).
     fn commit_point(&self) -> Option<i64> {
-        self.in_flight.first().copied().or(self.next_after_received)
+        let point = self.in_flight.first().copied().or(self.next_after_received)?;
+        (Some(point) != self.first_received).then_some(point)
     }
 }
 
@@ -72,6 +78,7 @@ impl OffsetTracker {
             return false;
         };
         state.in_flight.insert(offset);
+        state.first_received.get_or_insert(offset);
         state.next_after_received = Some(state.next_after_received.map_or(offset + 1, |n| n.max(offset + 1)));
         true
     }
@@ -86,6 +93,16 @@ impl OffsetTracker {
     pub fn done(&mut self, partition: i32, offset: i64) {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.in_flight.remove(&offset);
+        }
+    }
+
+    /// Forgets that the points of `partitions` were handed out, after the broker refused their
+    /// commit (e.g. during a rebalance), so the next [`Self::take_commit_points`] repeats them.
+    pub fn commit_failed(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        for partition in partitions {
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.committed = None;
+            }
         }
     }
 
@@ -128,10 +145,10 @@ mod tests {
         for offset in 10..15 {
             assert!(t.received(0, offset));
         }
-        // 11 and 13 dead-lettered, the rest still in the batch.
+        // 11 and 13 dead-lettered, the rest still in the batch: no progress yet.
         t.done(0, 11);
         t.done(0, 13);
-        assert_eq!(t.take_commit_points(false), [(0, 10)]);
+        assert_eq!(t.take_commit_points(true), []);
         t.done(0, 10);
         assert_eq!(t.take_commit_points(false), [(0, 12)]);
         t.done(0, 12);
@@ -140,6 +157,19 @@ mod tests {
         // Nothing moved: nothing to commit again, unless asked for all.
         assert_eq!(t.take_commit_points(false), []);
         assert_eq!(t.take_commit_points(true), [(0, 15)]);
+    }
+
+    #[test]
+    fn a_refused_commit_is_handed_out_again() {
+        let mut t = tracker(&[0, 1]);
+        for p in [0, 1] {
+            t.received(p, 0);
+            t.done(p, 0);
+        }
+        assert_eq!(t.take_commit_points(false), [(0, 1), (1, 1)]);
+        assert_eq!(t.take_commit_points(false), []);
+        t.commit_failed([1]);
+        assert_eq!(t.take_commit_points(false), [(1, 1)]);
     }
 
     #[test]
@@ -161,7 +191,9 @@ mod tests {
         t.received(1, 101);
         t.done(1, 100);
         t.done(1, 101);
-        assert_eq!(t.take_commit_points(false), [(0, 0), (1, 102)]);
+        assert_eq!(t.take_commit_points(false), [(1, 102)]);
+        t.done(0, 0);
+        assert_eq!(t.take_commit_points(false), [(0, 1)]);
     }
 
     #[test]
@@ -169,9 +201,10 @@ mod tests {
         let mut t = tracker(&[0, 1]);
         t.received(0, 1);
         t.received(0, 2);
+        t.received(1, 7);
         t.done(0, 1);
         let before = t.revocations();
-        assert_eq!(t.revoke([0]), [(0, 2)]);
+        assert_eq!(t.revoke([0, 1]), [(0, 2)], "partition 1 made no progress: nothing to commit");
         assert!(t.revocations() > before);
         assert!(!t.is_assigned(0));
         assert!(!t.is_in_flight(0, 2));
@@ -191,7 +224,10 @@ mod tests {
         t.done(0, 50);
         // ... but the new epoch re-reads from the committed offset 40 and 40 is not written.
         t.received(0, 40);
-        assert_eq!(t.take_commit_points(false), [(0, 40)]);
+        t.received(0, 41);
+        assert_eq!(t.take_commit_points(true), []);
+        t.done(0, 40);
+        assert_eq!(t.take_commit_points(false), [(0, 41)]);
     }
 
     proptest! {
@@ -209,7 +245,8 @@ mod tests {
                 }
             }
             let expected = done_mask.iter().position(|d| !d).unwrap_or(done_mask.len()) as i64;
-            prop_assert_eq!(t.take_commit_points(true), vec![(0, expected)]);
+            let points = if expected == 0 { vec![] } else { vec![(0, expected)] };
+            prop_assert_eq!(t.take_commit_points(true), points);
         }
     }
 }

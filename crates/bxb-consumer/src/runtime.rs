@@ -30,17 +30,21 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::config::Settings;
-use crate::context::{RuntimeContext, Shared};
+use crate::context::{Committer, RuntimeContext, Shared};
 use crate::dead_letter::{now_ms, DeadLetter, DeadLetterProducer};
 use crate::{metrics, Record, RuntimeError, Sink, SinkError};
 
 /// How long one metadata request at start may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often commits the broker refused (typically during a rebalance) are repeated when no
+/// new batch brings a commit of its own.
+const COMMIT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Pipeline<S: Sink> {
     settings: Settings,
-    consumer: StreamConsumer<RuntimeContext>,
+    consumer: Arc<StreamConsumer<RuntimeContext>>,
     shared: Arc<Shared>,
+    committer: std::sync::Mutex<Committer>,
     decoder: EventDecoder,
     dead_letters: DeadLetterProducer,
     sink: Arc<S>,
@@ -67,15 +71,18 @@ impl<S: Sink> Pipeline<S> {
         let dead_letters = DeadLetterProducer::new(&settings.kafka, &settings.dlq_topic, &settings.group_id)?;
         consumer.subscribe(&[&settings.topic])?;
         tracing::info!(topic = %settings.topic, group = %settings.group_id, sink = sink.name(), "consuming");
-        Ok(Some(Self { settings, consumer, shared, decoder, dead_letters, sink, sink_ready }))
+        let (consumer, committer) = (Arc::new(consumer), Default::default());
+        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready }))
     }
 
     /// Consumes until `shutdown` or a fatal error, then commits what is written (and nothing
     /// else) synchronously.
     pub async fn run(self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
         let outcome = self.consume(shutdown).await;
+        let mut in_flight = std::mem::take(&mut *self.committer.lock().unwrap_or_else(|e| e.into_inner()));
+        in_flight.finish().await;
         let points = self.shared.tracker().take_commit_points(true);
-        self.shared.commit_sync(&self.consumer, &points);
+        self.shared.commit_sync(self.consumer.as_ref(), &points);
         // Closing the consumer leaves the group (its revocation callback commits the same
         // points again) and blocks while it does: keep that off the async threads.
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
@@ -84,12 +91,15 @@ impl<S: Sink> Pipeline<S> {
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
         let mut batch = Batch::new(self.shared.tracker().revocations());
+        let mut commit_retry = tokio::time::interval(COMMIT_RETRY_INTERVAL);
+        commit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = batch.deadline(self.settings.batch_max_wait);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = sleep_until(deadline) => self.flush(&mut batch, shutdown).await?,
+                _ = commit_retry.tick() => self.commit_pending(),
                 message = self.consumer.recv() => {
                     self.accept(message, &mut batch, shutdown).await?;
                     if batch.is_full(self.settings.batch_max_events) {
@@ -259,14 +269,13 @@ impl<S: Sink> Pipeline<S> {
 
     /// Marks the batch's offsets done, commits asynchronously and records what was written.
     fn complete(&self, batch: &mut Batch) {
-        let points = {
+        {
             let mut tracker = self.shared.tracker();
             for (partition, offset) in batch.offsets() {
                 tracker.done(partition, offset);
             }
-            tracker.take_commit_points(false)
-        };
-        self.shared.commit_async(&self.consumer, &points);
+        }
+        self.commit_pending();
         self.sink_ready.store(true, Ordering::Relaxed);
 
         let sink = self.shared.sink;
@@ -280,7 +289,11 @@ impl<S: Sink> Pipeline<S> {
         for ingested in batch.records.iter().filter_map(|r| r.ingested_at_ms) {
             latency.record((now - ingested).max(0) as f64 / 1000.0);
         }
-        tracing::debug!(written = batch.records.len(), dead_lettered = batch.dead_letters.len(), ?points, "batch complete");
+        tracing::debug!(written = batch.records.len(), dead_lettered = batch.dead_letters.len(), "batch complete");
+    }
+
+    fn commit_pending(&self) {
+        self.committer.lock().unwrap_or_else(|e| e.into_inner()).commit_pending(&self.consumer, &self.shared);
     }
 
     fn set_paused(&self, paused: bool) {

@@ -40,7 +40,7 @@ FROM
         SELECT organization_id, transaction_id
         FROM events_raw
         WHERE timestamp >= toDateTime(intDiv({from_ms:Int64}, 1000))
-          AND timestamp <= toDateTime(intDiv({to_ms:Int64}, 1000))
+          AND timestamp <= toDateTime(intDiv(least({to_ms:Int64}, 4294967295999), 1000))
           AND timestamp_ms >= {from_ms:Int64}
           AND timestamp_ms < {to_ms:Int64}
           AND ({all_organizations:UInt8} OR organization_id = {organization_id:UUID})
