@@ -168,3 +168,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Catches two flattened settings structs claiming the same argument id.
+        Cli::command().debug_assert();
+    }
+}

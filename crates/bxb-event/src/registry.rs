@@ -21,20 +21,21 @@ use crate::Event;
 const MAGIC_BYTE: u8 = 0;
 const HEADER_LEN: usize = 5;
 
-/// How to reach the schema registry.
+/// How to reach the schema registry. Argument ids carry the `schema_registry_` prefix so the
+/// struct can be flattened beside other settings that have a `url` or a `password`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Base URL of the Confluent-compatible API (for Apicurio: `.../apis/ccompat/v7`).
-    #[arg(long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
+    #[arg(id = "schema_registry_url", long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
     pub url: String,
     /// Timeout of one registry request.
-    #[arg(long = "schema-registry-timeout-ms", env = "BXB_SCHEMA_REGISTRY_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(id = "schema_registry_timeout_ms", long = "schema-registry-timeout-ms", env = "BXB_SCHEMA_REGISTRY_TIMEOUT_MS", default_value_t = 5_000)]
     pub timeout_ms: u64,
     /// Basic-auth user, if the registry requires one.
-    #[arg(long = "schema-registry-username", env = "BXB_SCHEMA_REGISTRY_USERNAME")]
+    #[arg(id = "schema_registry_username", long = "schema-registry-username", env = "BXB_SCHEMA_REGISTRY_USERNAME")]
     pub username: Option<String>,
     /// Basic-auth password (never printed).
-    #[arg(long = "schema-registry-password", env = "BXB_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(id = "schema_registry_password", long = "schema-registry-password", env = "BXB_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 }
 
