@@ -1,45 +1,31 @@
 //! Helpers of the consumer-postgres suite: a PostgreSQL database per test, events and records,
-//! and publishing to Kafka the way the gateway does.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! and records.
 
 use bxb_consumer::Record;
 use bxb_consumer_postgres::{PostgresArgs, PostgresSink};
-use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
 use bxb_event::Event;
-use bxb_tests::{kafka_config, postgres_url, schema_registry_url, unique};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use sqlx::{Connection, PgConnection, PgPool};
+use bxb_tests::databases::TestPostgres;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const DAY_MS: i64 = 86_400_000;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use bxb_tests::kafka::now_ms;
 
-/// A database of its own for one test, so migrations, partitions and advisory locks never meet
-/// another test's; dropped (with its connections) when the test ends, pass or fail.
+/// A database of its own for one test (see `bxb_tests::databases`), with the sink's settings.
 pub struct TestDb {
-    pub name: String,
+    pub db: TestPostgres,
     pub url: String,
 }
 
 impl TestDb {
     pub async fn create() -> Self {
-        let name = unique("bxb_pg");
-        let mut admin = PgConnection::connect(&postgres_url()).await.expect("connect to the shared database");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
-        let base = postgres_url();
-        let (server, _) = base.rsplit_once('/').expect("URL ends in a database name");
-        Self { url: format!("{server}/{name}"), name }
+        let db = TestPostgres::create().await;
+        Self { url: db.url.clone(), db }
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.expect("connect to the test database")
+        self.db.pool().await
     }
 
     pub fn args(&self) -> PostgresArgs {
@@ -51,22 +37,6 @@ impl TestDb {
         let mut args = self.args();
         configure(&mut args);
         PostgresSink::start(args).await.expect("sink starts")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // On its own runtime: Drop may run inside the test's runtime, which cannot block.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&postgres_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-                }
-            });
-        });
-        let _ = dropper.join();
     }
 }
 
@@ -115,49 +85,4 @@ pub async fn rows_of(pool: &PgPool, organization_id: Uuid) -> Vec<(String, i64, 
 pub async fn partition_names(pool: &PgPool) -> Vec<String> {
     let mut conn = pool.acquire().await.unwrap();
     bxb_consumer_postgres::partitions::list(&mut conn).await.unwrap().into_iter().map(|p| p.name).collect()
-}
-
-/// Publishes `events` to `topic` as the gateway does: Avro through the registry, keyed by
-/// organization, with the ingestion-time header.
-pub async fn publish(topic: &str, events: &[Event]) {
-    let registry = SchemaRegistry::new(&RegistryArgs::with_url(schema_registry_url())).unwrap();
-    let schema_id = registry.register_event_schema(&value_subject(topic)).await.expect("register schema");
-    let encoder = EventEncoder::new(schema_id);
-    let producer: FutureProducer = kafka_config().set("acks", "all").set("enable.idempotence", "true").create().unwrap();
-    for event in events {
-        let key = event.kafka_key();
-        let value = encoder.encode(event);
-        let ingested_at = now_ms().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: bxb_kafka::headers::INGESTED_AT_MS, value: Some(ingested_at.as_bytes()) });
-        producer
-            .send(FutureRecord::to(topic).key(&key).payload(&value).headers(headers), Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce event");
-    }
-}
-
-/// The offsets `group` has committed on `topic`, per partition (`None` when nothing is committed).
-pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = kafka_config().set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-    (0..partitions)
-        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The end offsets of `topic`, per partition.
-pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config().set("group.id", unique("watermarks")).create().unwrap();
-    (0..partitions)
-        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1)
-        .collect()
 }

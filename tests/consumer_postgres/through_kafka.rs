@@ -6,7 +6,8 @@ use std::time::Duration;
 use bxb_consumer::{ConsumerArgs, Record, Sink, SinkError};
 use bxb_consumer_postgres::{Config, PostgresSink};
 use bxb_event::registry::RegistryArgs;
-use bxb_tests::{eventually, kafka_args, schema_registry_url, unique, EphemeralTopic};
+use bxb_tests::kafka::{committed_offsets, wait_until_committed, EventPublisher};
+use bxb_tests::{kafka_args, schema_registry_url, unique, EphemeralTopic};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -62,14 +63,7 @@ impl Stack {
     }
 
     async fn wait_committed(&self, group: &str) {
-        let end = end_offsets(&self.topic.name, PARTITIONS);
-        let (group, topic) = (group.to_owned(), self.topic.name.clone());
-        eventually("every offset to be committed", WAIT, || {
-            let committed = committed(&group, &topic, PARTITIONS);
-            let done = committed.iter().zip(&end).all(|(c, e)| c.unwrap_or(0) == *e);
-            std::future::ready(done.then_some(()))
-        })
-        .await;
+        wait_until_committed(group, &self.topic.name, PARTITIONS, WAIT).await;
     }
 }
 
@@ -103,7 +97,7 @@ async fn billable_events_through_kafka_land_once_and_skipped_ones_are_committed(
             events.push(event(*org, &format!("free-{k}"), "page_views", now));
         }
     }
-    publish(&stack.topic.name, &events).await;
+    EventPublisher::new(&stack.topic.name).await.publish(&events).await;
 
     let group = unique("bxb-postgres");
     stack.consume_everything(&group).await;
@@ -112,7 +106,7 @@ async fn billable_events_through_kafka_land_once_and_skipped_ones_are_committed(
     assert_eq!(scalar(&pool, "SELECT count(DISTINCT (organization_id, transaction_id)) FROM events").await, 20);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events WHERE code <> 'api_calls'").await, 0);
     // Every record, written or skipped, is committed (consume_everything waited for it).
-    assert_eq!(committed(&group, &stack.topic.name, PARTITIONS).iter().flatten().sum::<i64>(), 40);
+    assert_eq!(committed_offsets(&group, &stack.topic.name, PARTITIONS).await.values().sum::<i64>(), 40);
 }
 
 /// Stores the first batch, then hangs as if the process died before the runtime committed it.
@@ -147,7 +141,7 @@ async fn a_crash_between_write_and_commit_and_a_reread_from_zero_leave_one_row_p
     // A client retry without its own timestamp: same identity, later offset, another time (and
     // another day's partition). The first one counts.
     events.push(event(org, "tx-0", "api_calls", now - 2 * DAY_MS));
-    publish(&stack.topic.name, &events).await;
+    EventPublisher::new(&stack.topic.name).await.publish(&events).await;
     let group = unique("bxb-postgres");
 
     // The first batch reaches PostgreSQL, then the consumer dies before committing its offsets.
@@ -166,9 +160,9 @@ async fn a_crash_between_write_and_commit_and_a_reread_from_zero_leave_one_row_p
     let _ = doomed.await;
     let written_before_crash = scalar(&pool, "SELECT count(*) FROM events").await;
     assert!(written_before_crash > 0, "the crashed consumer wrote its first batch");
-    let committed_at_crash = committed(&group, &stack.topic.name, PARTITIONS);
+    let committed_at_crash = committed_offsets(&group, &stack.topic.name, PARTITIONS).await;
     assert!(
-        committed_at_crash.iter().all(|c| c.unwrap_or(0) == 0),
+        committed_at_crash.values().all(|c| *c == 0),
         "nothing was committed before the crash: {committed_at_crash:?}"
     );
 
