@@ -5,7 +5,7 @@ use std::fmt;
 /// How to reach ClickHouse and where `events_raw` lives.
 #[derive(clap::Args, Clone)]
 pub struct ClickHouseArgs {
-    /// HTTP(S) URL of the ClickHouse server.
+    /// URL of the ClickHouse HTTP interface, `http://` or `https://` (system CA certificates).
     #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
     pub url: String,
     /// Database of `events_raw`; created at start when missing.

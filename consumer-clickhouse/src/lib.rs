@@ -55,8 +55,10 @@ pub enum Error {
 
 /// Prepares ClickHouse, then consumes until `shutdown` (see [`bxb_consumer::run`]).
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    let consumer = config.consumer.with_default_group(DEFAULT_GROUP);
+    consumer.check()?;
     let sink = ClickHouseSink::connect(&config.clickhouse).await?;
     tracing::info!(url = %config.clickhouse.url, database = %config.clickhouse.database, "ClickHouse ready");
-    bxb_consumer::run(config.consumer.with_default_group(DEFAULT_GROUP), listener, sink, shutdown).await?;
+    bxb_consumer::run(consumer, listener, sink, shutdown).await?;
     Ok(())
 }

@@ -31,8 +31,16 @@ fn clickhouse_error(action: &'static str) -> impl FnOnce(clickhouse::error::Erro
     move |source| SetupError::ClickHouse { action, source }
 }
 
-/// Creates what is missing and verifies the table.
-pub async fn prepare(args: &ClickHouseArgs) -> Result<(), SetupError> {
+/// What the server supports that the inserts adapt to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerFeatures {
+    /// The server limits how many partitions one insert may touch (`max_partitions_per_insert_block`,
+    /// 100 by default on current releases, absent on 18.16).
+    pub limits_partitions_per_insert: bool,
+}
+
+/// Creates what is missing, verifies the table and reports the server's features.
+pub async fn prepare(args: &ClickHouseArgs) -> Result<ServerFeatures, SetupError> {
     check_identifier(&args.database)?;
     let server = args.server_client();
     let databases: u64 = server
@@ -61,7 +69,13 @@ pub async fn prepare(args: &ClickHouseArgs) -> Result<(), SetupError> {
         client.query_raw(EVENTS_RAW_DDL).execute().await.map_err(clickhouse_error("creating the table"))?;
         tracing::info!(database = %args.database, table = EVENTS_RAW_TABLE, "created the ClickHouse table");
     }
-    verify_columns(&client, &args.database).await
+    verify_columns(&client, &args.database).await?;
+    let limit_settings: u64 = server
+        .query("SELECT count() FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
+        .fetch_one()
+        .await
+        .map_err(clickhouse_error("reading the server settings"))?;
+    Ok(ServerFeatures { limits_partitions_per_insert: limit_settings > 0 })
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]

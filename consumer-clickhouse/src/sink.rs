@@ -44,8 +44,14 @@ impl ClickHouseSink {
         if args.write_timeout_ms == 0 {
             return Err(SetupError::Config { setting: "BXB_CLICKHOUSE_WRITE_TIMEOUT_MS", problem: "must be at least 1".into() });
         }
-        schema::prepare(args).await?;
-        Ok(Self { client: args.client(), write_timeout: Duration::from_millis(args.write_timeout_ms) })
+        let features = schema::prepare(args).await?;
+        let mut client = args.client();
+        if features.limits_partitions_per_insert {
+            // A batch holds whatever times clients sent (a backfill can span years): a limit on
+            // the months one insert touches would refuse the same batch forever.
+            client = client.with_setting("max_partitions_per_insert_block", "0");
+        }
+        Ok(Self { client, write_timeout: Duration::from_millis(args.write_timeout_ms) })
     }
 
     async fn insert(&self, batch: &[Record]) -> Result<(), SinkError> {

@@ -45,8 +45,7 @@ pub struct ConsumerArgs {
     /// How often `/readyz` asks the sink whether its store is reachable.
     #[arg(long = "sink-ready-interval-ms", env = "BXB_SINK_READY_INTERVAL_MS", default_value_t = DEFAULT_SINK_READY_INTERVAL_MS)]
     pub sink_ready_interval_ms: u64,
-    /// Address of `/healthz`, `/readyz` and `/metrics`. The binary binds it and hands the
-    /// listener to [`crate::run`].
+    /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `0.0.0.0:9091` in a container.
     #[arg(long = "listen-addr", env = "BXB_LISTEN_ADDR", default_value = "127.0.0.1:9091")]
     pub listen_addr: String,
     #[command(flatten)]
@@ -80,6 +79,12 @@ impl ConsumerArgs {
             self.group_id = Some(group.to_owned());
         }
         self
+    }
+
+    /// Checks every setting without connecting to anything, so a binary can refuse bad
+    /// settings before it prepares its store.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        self.validate().map(drop)
     }
 
     /// The settings checked once, named after the variable to fix when one is wrong.

@@ -16,8 +16,10 @@
 -- first record is in the range. Background merges keep that same record (see events_raw.sql),
 -- so the result does not change when they run.
 --
--- GROUP BY with argMin was measured against FINAL on ClickHouse 18.16 with 1 000 000 rows (see
--- consumer-clickhouse/README.md); both are exact.
+-- GROUP BY with argMin rather than FINAL: both are exact, and on ClickHouse 18.16 with
+-- 1 000 000 rows this form was about 1.5 times faster for a 10-day range (372 ms against
+-- 553 ms); FINAL won only for the whole table (5.0 s against 6.2 s). Details in
+-- consumer-clickhouse/README.md.
 SELECT
     organization_id,
     code,
