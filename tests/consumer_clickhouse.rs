@@ -49,9 +49,21 @@ async fn events_land_once_with_every_field_exact() {
     let (status, _) = consumer.get("/readyz").await;
     assert_eq!(status, 200);
     let (_, metrics) = consumer.get("/metrics").await;
-    for name in ["bxb_consumer_events_written_total", "bxb_consumer_batch_size_events", "bxb_consumer_end_to_end_latency_seconds"] {
+    for name in [
+        "bxb_consumer_events_consumed_total",
+        "bxb_consumer_events_written_total",
+        "bxb_consumer_batch_size_events",
+        "bxb_consumer_write_duration_seconds",
+        "bxb_consumer_commit_duration_seconds",
+        "bxb_consumer_end_to_end_latency_seconds",
+    ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // Lag comes from librdkafka statistics, once per statistics interval.
+    eventually("consumer lag in /metrics", WAIT, || async {
+        consumer.get("/metrics").await.1.contains("bxb_consumer_lag_events{").then_some(())
+    })
+    .await;
     consumer.stop().await.expect("a clean shutdown");
     assert_eq!(pipeline.rows().await.len(), events.len(), "nothing written twice");
 }

@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_setting() {
-        let cases: [(fn(&mut ConsumerArgs), &str); 4] = [
+        type Break = fn(&mut ConsumerArgs);
+        let cases: [(Break, &str); 4] = [
             (|a| a.batch_max_events = 0, "BXB_BATCH_MAX_EVENTS"),
             (|a| a.dlq_topic = "events".into(), "BXB_DLQ_TOPIC"),
             (|a| a.retry_max_backoff_ms = 1, "BXB_RETRY_MAX_BACKOFF_MS"),

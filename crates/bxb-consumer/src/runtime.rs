@@ -140,7 +140,7 @@ impl<S: Sink> Pipeline<S> {
         loop {
             match self.decoder.decode(message.payload()).instrument(span.clone()).await {
                 Ok(event) => {
-                    let ingested_at_ms = message.headers().and_then(|h| headers::ingested_at_ms(h));
+                    let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
                     batch.push(Record { event, partition, offset, ingested_at_ms }, span);
                     return Ok(());
                 }
