@@ -62,3 +62,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     bxb_consumer::run(consumer, listener, sink, shutdown).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_flattened_settings_do_not_collide() {
+        Config::command().debug_assert();
+        let config = Config::try_parse_from(["consumer-clickhouse", "--clickhouse-database=analytics", "--batch-max-events=5"]).unwrap();
+        assert_eq!(config.clickhouse.database, "analytics");
+        assert_eq!(config.consumer.batch_max_events, 5);
+    }
+}
