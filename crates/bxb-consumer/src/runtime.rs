@@ -186,8 +186,8 @@ impl<S: Sink> Pipeline<S> {
             }
             match self.write_once(batch, backoff.attempts()).await {
                 Ok(()) => break Ok(true),
-                Err(SinkError::Fatal(message)) => break Err(RuntimeError::Sink { sink: self.shared.sink, message }),
-                Err(SinkError::Retry(error)) => {
+                Err(WriteFailure::Fatal(error)) => break Err(error),
+                Err(WriteFailure::Retry(error)) => {
                     self.sink_ready.store(false, Ordering::Relaxed);
                     ::metrics::counter!(metrics::WRITE_RETRIES, "sink" => self.shared.sink).increment(1);
                     if shutdown.is_cancelled() {
@@ -214,7 +214,9 @@ impl<S: Sink> Pipeline<S> {
         Ok(())
     }
 
-    async fn write_once(&self, batch: &mut Batch, attempt: u32) -> Result<(), SinkError> {
+    /// One attempt at the whole batch: dead letters and the sink write run concurrently, and
+    /// the batch is done only if both are.
+    async fn write_once(&self, batch: &mut Batch, attempt: u32) -> Result<(), WriteFailure> {
         let span = tracing::info_span!(
             "bxb_consumer.write_batch",
             sink = self.shared.sink,
@@ -229,15 +231,17 @@ impl<S: Sink> Pipeline<S> {
         };
         let (dead_lettered, written) =
             tokio::join!(self.dead_letters.deliver(&mut batch.dead_letters), write.instrument(span));
+        let sink = self.shared.sink;
         let outcome = match (dead_lettered, written) {
-            (Err(e @ SinkError::Fatal(_)), _) | (_, Err(e @ SinkError::Fatal(_))) => Err(e),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Err(SinkError::Fatal(message)), _) => Err(WriteFailure::Fatal(RuntimeError::DeadLetter(message))),
+            (_, Err(SinkError::Fatal(message))) => Err(WriteFailure::Fatal(RuntimeError::Sink { sink, message })),
+            (Err(SinkError::Retry(message)), _) | (_, Err(SinkError::Retry(message))) => Err(WriteFailure::Retry(message)),
             (Ok(()), Ok(())) => Ok(()),
         };
         let label = match &outcome {
             Ok(()) => "ok",
-            Err(SinkError::Retry(_)) => "retry",
-            Err(SinkError::Fatal(_)) => "fatal",
+            Err(WriteFailure::Retry(_)) => "retry",
+            Err(WriteFailure::Fatal(_)) => "fatal",
         };
         ::metrics::histogram!(metrics::WRITE_DURATION, "sink" => self.shared.sink, "outcome" => label)
             .record(started.elapsed().as_secs_f64());
@@ -305,6 +309,14 @@ impl<S: Sink> Pipeline<S> {
             tracing::warn!(%error, paused, "could not pause or resume partitions");
         }
     }
+}
+
+/// How an attempt to write a batch failed.
+enum WriteFailure {
+    /// Try the same batch again after a pause.
+    Retry(String),
+    /// Stop: the sink or the dead-letter topic can never take it.
+    Fatal(RuntimeError),
 }
 
 fn consumer_config(settings: &Settings) -> ClientConfig {
