@@ -1,0 +1,122 @@
+//! The consumers draining a backlog, timed by the offsets their group commits.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use indicatif::ProgressBar;
+
+use crate::process::{self, Running};
+use crate::services;
+use crate::settings::BenchArgs;
+
+/// Which consumer binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer {
+    ClickHouse,
+    Postgres,
+}
+
+impl Consumer {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::ClickHouse => "consumer-clickhouse",
+            Self::Postgres => "consumer-postgres",
+        }
+    }
+}
+
+/// The settings of one consumer instance: its own group, topic, DLQ and store.
+pub struct ConsumerSetup {
+    pub consumer: Consumer,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    /// ClickHouse database name, or PostgreSQL URL.
+    pub store: String,
+    pub batch_events: usize,
+}
+
+impl ConsumerSetup {
+    pub fn env(&self, args: &BenchArgs) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("BXB_KAFKA_BROKERS".into(), args.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL".into(), args.registry_url.clone()),
+            ("BXB_EVENTS_TOPIC".into(), self.topic.clone()),
+            ("BXB_DLQ_TOPIC".into(), self.dlq_topic.clone()),
+            ("BXB_CONSUMER_GROUP".into(), self.group.clone()),
+            ("BXB_BATCH_MAX_EVENTS".into(), self.batch_events.to_string()),
+        ];
+        match self.consumer {
+            Consumer::ClickHouse => {
+                env.push(("BXB_CLICKHOUSE_URL".into(), args.clickhouse_url.clone()));
+                env.push(("BXB_CLICKHOUSE_DATABASE".into(), self.store.clone()));
+            }
+            Consumer::Postgres => {
+                env.push(("BXB_POSTGRES_URL".into(), self.store.clone()));
+                env.push(("BXB_BILLABLE_CODES".into(), crate::events::CODE.into()));
+            }
+        }
+        env
+    }
+
+    pub async fn start(&self, args: &BenchArgs, label: &str) -> anyhow::Result<Running> {
+        process::start(&args.bin_dir, self.consumer.binary(), label, &self.env(args), &args.work_dir).await
+    }
+}
+
+/// What one drain measured.
+pub struct Drain {
+    pub events_per_s: f64,
+    pub total_seconds: f64,
+    /// Peak RSS of each instance, bytes.
+    pub peak_rss_bytes: Vec<u64>,
+}
+
+/// Starts `instances` consumers in one group and waits until the group has committed all
+/// `backlog` records. The rate counts from the first commit, so start-up is excluded.
+pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, backlog: u64, bar: &ProgressBar) -> anyhow::Result<Drain> {
+    let started = Instant::now();
+    let mut running = Vec::with_capacity(instances);
+    for i in 0..instances {
+        let label = format!("{}-{}-{i}", setup.consumer.binary(), setup.group);
+        running.push(setup.start(args, &label).await?);
+    }
+    // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
+    let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);
+    let mut first: Option<(Instant, i64)> = None;
+    let watch = services::GroupWatch::new(args, &setup.group, &setup.topic)?;
+    let result = loop {
+        let committed = watch.committed_total().await?;
+        bar.set_position(committed.max(0) as u64);
+        let now = Instant::now();
+        if first.is_none() && committed > 0 {
+            first = Some((now, committed));
+        }
+        if committed >= backlog as i64 {
+            let (t0, c0) = first.expect("set above");
+            let span = now.duration_since(t0);
+            // A backlog drained between two polls has no span: count it from the start.
+            let events_per_s = if span.is_zero() || c0 >= committed {
+                crate::stats::per_second(backlog, now.duration_since(started))
+            } else {
+                crate::stats::per_second((committed - c0) as u64, span)
+            };
+            break Ok((events_per_s, now.duration_since(started).as_secs_f64()));
+        }
+        if started.elapsed() > limit {
+            break Err(anyhow::anyhow!("{} drained only {committed} of {backlog} in {limit:?}", setup.consumer.binary()));
+        }
+        for instance in &running {
+            if instance.pid().is_some_and(|pid| process::peak_rss_bytes(pid).is_none()) {
+                bail!("{} exited while draining (log in {})", instance.name, args.work_dir.display());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let peak_rss_bytes = running.iter().filter_map(Running::peak_rss_bytes).collect();
+    for instance in running {
+        let _ = instance.stop().await;
+    }
+    let (events_per_s, total_seconds) = result?;
+    Ok(Drain { events_per_s, total_seconds, peak_rss_bytes })
+}

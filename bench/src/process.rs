@@ -1,0 +1,132 @@
+//! The binaries under test as processes: started with the same `BXB_*` variables `./dev/up`
+//! uses (but their own port, topic, group and database), probed for readiness, measured for
+//! peak memory, stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+/// One running binary.
+pub struct Running {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts `bin_dir/binary` with `env` on a free port, logging to `log_dir/<label>.log`, and waits
+/// until its `/readyz` answers 200.
+pub async fn start(bin_dir: &Path, binary: &str, label: &str, env: &[(String, String)], log_dir: &Path) -> anyhow::Result<Running> {
+    let port = free_port()?;
+    let log_path: PathBuf = log_dir.join(format!("{label}.log"));
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let child = Command::new(bin_dir.join(binary))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("BXB_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("BXB_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin_dir.join(binary).display()))?;
+    let mut running = Running { name: label.to_owned(), port, child };
+    running.wait_ready(Duration::from_secs(60), &log_path).await?;
+    Ok(running)
+}
+
+impl Running {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration, log_path: &Path) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(response) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited during start-up ({status}); log: {}", self.name, log_path.display());
+            }
+            if Instant::now() >= deadline {
+                bail!("{} not ready after {timeout:?}; log: {}", self.name, log_path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        peak_rss_bytes(self.pid()?)
+    }
+
+    /// SIGTERM, then up to 30 s for a clean stop, then SIGKILL.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_ok() {
+                return Ok(());
+            }
+        }
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// `VmHWM` of `/proc/<pid>/status`, in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+pub fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs a binary to completion (e.g. `gateway api-key create`) and returns its stdout.
+pub async fn output(bin_dir: &Path, binary: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
+    let out = Command::new(bin_dir.join(binary))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("BXB_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {binary}"))?;
+    if !out.status.success() {
+        bail!("{binary} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_in_bytes() {
+        let status = "Name:\tgateway\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(51_200 * 1024));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_peak() {
+        assert!(peak_rss_bytes(std::process::id()).unwrap() > 0);
+    }
+}

@@ -1,0 +1,153 @@
+//! The baselines: each service driven directly, with nothing of the pipeline in between.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bxb_consumer_clickhouse::EventRow;
+use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
+use indicatif::ProgressBar;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use uuid::Uuid;
+
+use crate::events;
+use crate::services::{self, kafka_config};
+use crate::settings::BenchArgs;
+
+/// Most records awaiting a delivery report at once: bounds memory like the gateway's queue.
+const IN_FLIGHT_RECORDS: usize = 100_000;
+
+/// The gateway's producer settings (gateway/src/publish.rs, defaults): acks=all, idempotence,
+/// lz4, linger 5 ms.
+pub fn gateway_like_producer(args: &BenchArgs) -> anyhow::Result<FutureProducer> {
+    Ok(kafka_config(args)?
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set("queue.buffering.max.messages", "100000")
+        .set("message.max.bytes", "1048576")
+        .set("client.id", "bxb-bench-raw")
+        .create()?)
+}
+
+/// Registers the event schema for `topic` like the gateway does and returns its encoder.
+pub async fn encoder_for(args: &BenchArgs, topic: &str) -> anyhow::Result<EventEncoder> {
+    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.registry_url.clone()))?;
+    let id = registry.register_event_schema(&value_subject(topic)).await.context("registering the event schema")?;
+    Ok(EventEncoder::new(id))
+}
+
+/// Publishes `count` backlog events (the same Avro payloads and headers as the gateway's) and
+/// returns the events/s of the whole run, every record acknowledged.
+pub async fn produce(args: &BenchArgs, topic: &str, organization_ids: &[Uuid], count: u64, bar: &ProgressBar) -> anyhow::Result<f64> {
+    let producer = gateway_like_producer(args)?;
+    let encoder = encoder_for(args, topic).await?;
+    let now = now_ms();
+    let mut payload = Vec::with_capacity(256);
+    let mut pending = VecDeque::with_capacity(IN_FLIGHT_RECORDS);
+    let started = Instant::now();
+    for seq in 0..count {
+        let organization_id = organization_ids[(seq % organization_ids.len() as u64) as usize];
+        let event = events::event(organization_id, format!("backlog-{seq}"), seq, now);
+        payload.clear();
+        encoder.encode_into(&event, &mut payload);
+        let key = event.kafka_key();
+        let headers = bxb_kafka::headers::event_headers(&tracing::Span::none(), now_ms());
+        let mut record = FutureRecord::to(topic).key(&key).payload(&payload).headers(headers);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break pending.push_back(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    await_oldest(&mut pending, bar).await?;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+        if pending.len() >= IN_FLIGHT_RECORDS {
+            await_oldest(&mut pending, bar).await?;
+        }
+    }
+    while !pending.is_empty() {
+        await_oldest(&mut pending, bar).await?;
+    }
+    let elapsed = started.elapsed();
+    producer.flush(Duration::from_secs(10))?;
+    Ok(crate::stats::per_second(count, elapsed))
+}
+
+async fn await_oldest(pending: &mut VecDeque<rdkafka::producer::DeliveryFuture>, bar: &ProgressBar) -> anyhow::Result<()> {
+    if let Some(delivery) = pending.pop_front() {
+        delivery.await.context("producer dropped")?.map_err(|(e, _)| e)?;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// Inserts the backlog's rows into a fresh `events_raw` with the clickhouse crate, `batch`
+/// rows per insert, one insert after the other like the consumer; events/s.
+pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_ids: &[Uuid], count: u64, batch: usize, bar: &ProgressBar) -> anyhow::Result<f64> {
+    let server = services::clickhouse(args);
+    server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await?;
+    let client = server.with_database(database);
+    client.query(bxb_schemas::clickhouse::EVENTS_RAW_DDL).execute().await.context("creating events_raw")?;
+    let now = now_ms();
+    let mut elapsed = Duration::ZERO;
+    let mut start = 0;
+    while start < count {
+        let end = (start + batch as u64).min(count);
+        // Rows are built outside the timed part: the consumer's decode and mapping are what the
+        // ratio is meant to expose.
+        let records = events::records(organization_ids, start..end, now);
+        let started = Instant::now();
+        let mut insert = client.insert::<EventRow>(bxb_schemas::clickhouse::EVENTS_RAW_TABLE).await?;
+        for record in &records {
+            insert.write(&EventRow::from_record(record, now).map_err(|e| anyhow::anyhow!("{e}"))?).await?;
+        }
+        insert.end().await?;
+        elapsed += started.elapsed();
+        bar.inc(end - start);
+        start = end;
+    }
+    Ok(crate::stats::per_second(count, elapsed))
+}
+
+/// `COPY ... (FORMAT BINARY)` of the backlog's rows straight into `events` of a freshly migrated
+/// database, `batch` rows per statement; events/s.
+pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, batch: usize, bar: &ProgressBar) -> anyhow::Result<f64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    bxb_schemas::POSTGRES_MIGRATOR.run(&mut conn).await?;
+    sqlx::query("CREATE TABLE events_bench_default PARTITION OF events DEFAULT").execute(&mut conn).await?;
+    let now = now_ms();
+    let mut elapsed = Duration::ZERO;
+    let mut start = 0;
+    while start < count {
+        let end = (start + batch as u64).min(count);
+        let records = events::records(organization_ids, start..end, now);
+        let started = Instant::now();
+        let refs: Vec<&bxb_consumer::Record> = records.iter().collect();
+        let stream = bxb_consumer_postgres::rows::encode(&refs)?;
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY events (organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, \
+                 value, decimal_value, ingested_at, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)",
+            )
+            .await?;
+        copy.send(stream).await?;
+        copy.finish().await?;
+        elapsed += started.elapsed();
+        bar.inc(end - start);
+        start = end;
+    }
+    conn.close().await?;
+    Ok(crate::stats::per_second(count, elapsed))
+}
+
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}

@@ -1,0 +1,315 @@
+//! One benchmark run: the phases in order, each next to its baseline, then cleanup of every
+//! topic, group and database the run created. A failing phase is recorded in the report and the
+//! run goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+use crate::drain::{self, Consumer, ConsumerSetup};
+use crate::gateway::{self, ApiKey, Target};
+use crate::report::{DrainFigures, Environment, GatewayFigures, Report};
+use crate::services;
+use crate::settings::{BenchArgs, Phase, RunNames, Sizes};
+
+const BATCH_EVENTS_PER_REQUEST: usize = 100;
+const CONCURRENCY_BATCH: usize = 16;
+const CONCURRENCY_SINGLE: usize = 64;
+const OFFERED_RATES: [u32; 3] = [1_000, 5_000, 10_000];
+const E2E_RATE: u32 = 10_000;
+/// Organizations of the backlog: enough keys to land on every partition.
+const BACKLOG_ORGANIZATIONS: usize = 16;
+
+/// What a run created and must remove.
+#[derive(Default)]
+struct Created {
+    topics: Vec<String>,
+    groups: Vec<String>,
+    pg_databases: Vec<String>,
+    ch_databases: Vec<String>,
+}
+
+struct Bench {
+    args: BenchArgs,
+    sizes: Sizes,
+    names: RunNames,
+    bars: MultiProgress,
+    created: Created,
+    report: Report,
+    backlog_orgs: Vec<Uuid>,
+    backlog_topic: Option<String>,
+}
+
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<Report> {
+    let names = RunNames::new();
+    args.work_dir = args.work_dir.join(&names.id);
+    std::fs::create_dir_all(&args.work_dir)?;
+    let sizes = Sizes::of(&args);
+    let mut bench = Bench {
+        report: Report { environment: environment(&args).await, ..Default::default() },
+        args,
+        sizes,
+        names,
+        bars: MultiProgress::new(),
+        created: Created::default(),
+        backlog_orgs: (0..BACKLOG_ORGANIZATIONS).map(|_| Uuid::new_v4()).collect(),
+        backlog_topic: None,
+    };
+    let phases = bench.args.phases.clone();
+    for phase in [Phase::Gateway, Phase::Drain, Phase::E2e] {
+        if !phases.contains(&phase) {
+            continue;
+        }
+        let result = match phase {
+            Phase::Gateway => bench.gateway_phase().await,
+            Phase::Drain => bench.drain_phase().await,
+            Phase::E2e => bench.e2e_phase().await,
+        };
+        if let Err(error) = result {
+            bench.report.errors.push(format!("{phase:?}: {error:#}"));
+        }
+    }
+    bench.cleanup().await;
+    Ok(bench.report)
+}
+
+async fn environment(args: &BenchArgs) -> Environment {
+    let mut versions = std::collections::BTreeMap::new();
+    let command = |program: &str, arguments: &[&str]| {
+        std::process::Command::new(program)
+            .args(arguments)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or_else(|| "unknown".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    versions.insert("git".into(), command("git", &["rev-parse", "--short", "HEAD"]));
+    versions.insert("rustc".into(), command("rustc", &["--version"]));
+    versions.insert("kafka".into(), args.kafka_version.clone());
+    let (ch, pg) = services::server_versions(args).await;
+    versions.insert("clickhouse".into(), ch);
+    versions.insert("postgresql".into(), pg);
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024);
+    Environment {
+        date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        mode: if args.quick { "quick".into() } else { "full".into() },
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        memory_bytes,
+        versions,
+    }
+}
+
+impl Bench {
+    fn bar(&self, len: u64, message: &str) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:<44} [{bar:30}] {pos:>9}/{len:<9} {per_sec:>12} {elapsed:>4}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(message.to_owned());
+        bar
+    }
+
+    async fn topic(&mut self, what: &str) -> anyhow::Result<String> {
+        let topic = self.names.topic(what);
+        services::create_topic(&self.args, &topic).await?;
+        self.created.topics.push(topic.clone());
+        Ok(topic)
+    }
+
+    fn group(&mut self, what: &str) -> String {
+        let group = self.names.group(what);
+        self.created.groups.push(group.clone());
+        group
+    }
+
+    async fn keys(&self, label: &str, count: usize) -> anyhow::Result<(std::path::PathBuf, Vec<ApiKey>)> {
+        let file = self.args.work_dir.join(format!("{label}-api-keys.json"));
+        let keys = gateway::create_keys(&self.args, &file, count).await?;
+        Ok((file, keys))
+    }
+
+    /// Fills the backlog topic with the raw producer; its rate is the gateway's baseline.
+    async fn backlog(&mut self) -> anyhow::Result<String> {
+        if let Some(topic) = &self.backlog_topic {
+            return Ok(topic.clone());
+        }
+        let topic = self.topic("backlog").await?;
+        self.topic("dlq").await?;
+        let count = self.sizes.backlog_events;
+        let bar = self.bar(count, "raw producer: backlog");
+        let rate = crate::raw::produce(&self.args, &topic, &self.backlog_orgs, count, &bar).await?;
+        bar.finish();
+        self.report.gateway.get_or_insert_with(GatewayFigures::default).raw_producer_events_per_s = rate;
+        self.backlog_topic = Some(topic.clone());
+        Ok(topic)
+    }
+
+    async fn gateway_phase(&mut self) -> anyhow::Result<()> {
+        self.backlog().await?;
+        let topic = self.topic("gateway").await?;
+        let (key_file, keys) = self.keys("gateway", 1).await?;
+        let env = gateway::gateway_env(&self.args, &topic, &key_file);
+        let process = crate::process::start(&self.args.bin_dir, "gateway", "gateway-load", &env, &self.args.work_dir).await?;
+        let target = Arc::new(Target::new(&process)?);
+        let key = &keys[0];
+        let load = self.sizes.gateway_load;
+        let bar = self.bar(0, &format!("gateway batch({BATCH_EVENTS_PER_REQUEST}) x{CONCURRENCY_BATCH}"));
+        let batch = gateway::closed_loop(target.clone(), key, BATCH_EVENTS_PER_REQUEST, CONCURRENCY_BATCH, load, &bar).await;
+        bar.finish();
+        let bar = self.bar(0, &format!("gateway single-event x{CONCURRENCY_SINGLE}"));
+        let single = gateway::closed_loop(target.clone(), key, 1, CONCURRENCY_SINGLE, load, &bar).await;
+        bar.finish();
+        let mut latency_at_rate = Vec::new();
+        for rate in OFFERED_RATES {
+            let bar = self.bar(u64::from(rate) * self.sizes.rate_step.as_secs(), &format!("gateway latency at {rate} events/s"));
+            latency_at_rate.push(gateway::open_loop(target.clone(), key, rate, BATCH_EVENTS_PER_REQUEST, self.sizes.rate_step, &bar).await);
+            bar.finish();
+        }
+        if let Some(rss) = process.peak_rss_bytes() {
+            self.report.peak_rss_bytes.insert("gateway/load".into(), rss);
+        }
+        process.stop().await?;
+        let figures = self.report.gateway.get_or_insert_with(GatewayFigures::default);
+        figures.batch_events_per_request = BATCH_EVENTS_PER_REQUEST;
+        figures.concurrency_batch = CONCURRENCY_BATCH;
+        figures.concurrency_single = CONCURRENCY_SINGLE;
+        figures.batch_events_per_s = batch.events_per_s;
+        figures.single_events_per_s = single.events_per_s;
+        figures.rejected_requests = batch.rejected_requests + single.rejected_requests;
+        figures.latency_at_rate = latency_at_rate;
+        Ok(())
+    }
+
+    async fn consumer_drain(&mut self, consumer: Consumer, label: &str, instances: usize) -> anyhow::Result<drain::Drain> {
+        let topic = self.backlog().await?;
+        let group = self.group(label);
+        let database = self.names.database(label);
+        let store = match consumer {
+            Consumer::ClickHouse => {
+                self.created.ch_databases.push(database.clone());
+                database
+            }
+            Consumer::Postgres => {
+                let url = services::create_pg_database(&self.args, &database).await?;
+                self.created.pg_databases.push(database);
+                url
+            }
+        };
+        let setup = ConsumerSetup { consumer, topic, dlq_topic: self.names.topic("dlq"), group, store, batch_events: self.sizes.batch_events };
+        let bar = self.bar(self.sizes.backlog_events, &format!("{} x{instances} drain", consumer.binary()));
+        let result = drain::drain(&self.args, &setup, instances, self.sizes.backlog_events, &bar).await;
+        bar.finish();
+        let result = result?;
+        for (i, rss) in result.peak_rss_bytes.iter().enumerate() {
+            self.report.peak_rss_bytes.insert(format!("{}/drain-x{instances}-{i}", consumer.binary()), *rss);
+        }
+        Ok(result)
+    }
+
+    async fn drain_phase(&mut self) -> anyhow::Result<()> {
+        let count = self.sizes.backlog_events;
+        let batch = self.sizes.batch_events;
+        // ClickHouse: the consumer, the raw insert, then two instances in one group.
+        let one = self.consumer_drain(Consumer::ClickHouse, "ch1", 1).await?;
+        let raw_db = self.names.database("chraw");
+        self.created.ch_databases.push(raw_db.clone());
+        let bar = self.bar(count, "raw ClickHouse insert");
+        let raw = crate::raw::clickhouse_insert(&self.args, &raw_db, &self.backlog_orgs, count, batch, &bar).await?;
+        bar.finish();
+        self.report.clickhouse = Some(DrainFigures {
+            backlog_events: count,
+            batch_events: batch,
+            consumer_events_per_s: one.events_per_s,
+            consumer_total_seconds: one.total_seconds,
+            raw_events_per_s: raw,
+            two_instances_events_per_s: None,
+        });
+        match self.consumer_drain(Consumer::ClickHouse, "ch2", 2).await {
+            Ok(two) => self.report.clickhouse.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
+            Err(error) => self.report.errors.push(format!("consumer-clickhouse x2: {error:#}")),
+        }
+        // PostgreSQL: the consumer, the raw COPY, two instances.
+        let one = self.consumer_drain(Consumer::Postgres, "pg1", 1).await?;
+        let raw_db = self.names.database("pgraw");
+        let raw_url = services::create_pg_database(&self.args, &raw_db).await?;
+        self.created.pg_databases.push(raw_db);
+        let bar = self.bar(count, "raw PostgreSQL COPY");
+        let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, &bar).await?;
+        bar.finish();
+        self.report.postgres = Some(DrainFigures {
+            backlog_events: count,
+            batch_events: batch,
+            consumer_events_per_s: one.events_per_s,
+            consumer_total_seconds: one.total_seconds,
+            raw_events_per_s: raw,
+            two_instances_events_per_s: None,
+        });
+        match self.consumer_drain(Consumer::Postgres, "pg2", 2).await {
+            Ok(two) => self.report.postgres.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
+            Err(error) => self.report.errors.push(format!("consumer-postgres x2: {error:#}")),
+        }
+        Ok(())
+    }
+
+    async fn e2e_phase(&mut self) -> anyhow::Result<()> {
+        let topic = self.topic("e2e").await?;
+        self.topic("dlq").await?;
+        let (key_file, keys) = self.keys("e2e", 4).await?;
+        let ch_db = self.names.database("e2ech");
+        self.created.ch_databases.push(ch_db.clone());
+        let pg_db = self.names.database("e2epg");
+        let pg_url = services::create_pg_database(&self.args, &pg_db).await?;
+        self.created.pg_databases.push(pg_db);
+        let dlq_topic = self.names.topic("dlq");
+        let ch = ConsumerSetup { consumer: Consumer::ClickHouse, topic: topic.clone(), dlq_topic: dlq_topic.clone(), group: self.group("e2ech"), store: ch_db.clone(), batch_events: self.sizes.batch_events };
+        let pg = ConsumerSetup { consumer: Consumer::Postgres, topic: topic.clone(), dlq_topic, group: self.group("e2epg"), store: pg_url.clone(), batch_events: self.sizes.batch_events };
+        let ch_process = ch.start(&self.args, "consumer-clickhouse-e2e").await?;
+        let pg_process = pg.start(&self.args, "consumer-postgres-e2e").await?;
+        let gateway_process = crate::process::start(&self.args.bin_dir, "gateway", "gateway-e2e", &gateway::gateway_env(&self.args, &topic, &key_file), &self.args.work_dir).await?;
+        let target = Arc::new(Target::new(&gateway_process)?);
+        let stores = crate::e2e::Stores {
+            clickhouse: services::clickhouse(&self.args).with_database(&ch_db),
+            postgres: sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&pg_url).await?,
+            organization_ids: keys.iter().map(|k| k.organization_id).collect(),
+        };
+        let duration = self.sizes.e2e;
+        let bar = self.bar(u64::from(E2E_RATE) * duration.as_secs(), &format!("end to end at {E2E_RATE} events/s"));
+        let result = crate::e2e::run(target, &keys, stores, E2E_RATE, duration, &bar).await;
+        bar.finish();
+        for (label, process) in [("gateway/e2e", &gateway_process), ("consumer-clickhouse/e2e", &ch_process), ("consumer-postgres/e2e", &pg_process)] {
+            if let Some(rss) = process.peak_rss_bytes() {
+                self.report.peak_rss_bytes.insert(label.into(), rss);
+            }
+        }
+        for process in [gateway_process, ch_process, pg_process] {
+            let _ = process.stop().await;
+        }
+        self.report.end_to_end = Some(result?);
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        let created = std::mem::take(&mut self.created);
+        for group in &created.groups {
+            services::delete_group(&self.args, group).await;
+        }
+        for topic in &created.topics {
+            services::delete_topic(&self.args, topic).await;
+        }
+        for database in &created.ch_databases {
+            services::drop_ch_database(&self.args, database).await;
+        }
+        for database in &created.pg_databases {
+            services::drop_pg_database(&self.args, database).await;
+        }
+        // The schema subjects of the run's topics stay in the in-memory registry: harmless.
+        tokio::time::sleep(Duration::ZERO).await;
+    }
+}
