@@ -196,7 +196,7 @@ async fn poison_of_every_kind_goes_to_the_dead_letter_topic_and_the_consumer_car
     let mut broken = events_of(org, "broken", 1).remove(0);
     broken.code = "no spaces allowed".into();
     let other_schema = include_str!("fixtures/clickhouse/other_record.avsc");
-    let other_id = pipeline.registry.register_schema(&value_subject(&unique("ch_other")), other_schema).await.unwrap();
+    let other_id = pipeline.publisher.registry.register_schema(&value_subject(&unique("ch_other")), other_schema).await.unwrap();
     // {"invoice_id": 7, "total": 1.5}: a zig-zag long, then a little-endian double.
     let other: Vec<u8> = [&[14u8][..], &1.5f64.to_le_bytes()].concat();
     let key = org.hyphenated().to_string();
@@ -204,7 +204,7 @@ async fn poison_of_every_kind_goes_to_the_dead_letter_topic_and_the_consumer_car
     let poison: Vec<(&str, Vec<u8>)> = vec![
         ("invalid_wire_format", vec![0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03]),
         ("unknown_schema", frame(0x7fff_fff0, &[2, 4, 6])),
-        ("invalid_fields", pipeline.encoder.encode(&broken)),
+        ("invalid_fields", pipeline.publisher.encoder.encode(&broken)),
         ("incompatible_schema", frame(other_id, &other)),
     ];
     pipeline.produce(&good[..1]).await;

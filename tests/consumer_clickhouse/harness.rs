@@ -4,18 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::{ClickHouseArgs, Config, EventRow};
-use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
+use bxb_event::registry::RegistryArgs;
 use bxb_event::Event;
 use bxb_consumer::ConsumerArgs;
-use bxb_tests::{clickhouse_url, eventually, kafka_args, kafka_config, schema_registry_url, unique, EphemeralTopic};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use bxb_tests::kafka::{committed_offsets, end_offsets, EventPublisher};
+use bxb_tests::{clickhouse_url, eventually, kafka_args, schema_registry_url, unique, EphemeralTopic};
+use rdkafka::message::OwnedHeaders;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -27,18 +25,14 @@ pub fn fixture_events() -> Vec<Event> {
     serde_json::from_str(include_str!("../fixtures/clickhouse/events.json")).expect("fixture events parse")
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use bxb_tests::kafka::now_ms;
 
 pub struct Pipeline {
     pub topic: EphemeralTopic,
     pub dlq: EphemeralTopic,
     pub group: String,
     pub database: String,
-    pub registry: SchemaRegistry,
-    pub encoder: EventEncoder,
-    producer: FutureProducer,
+    pub publisher: EventPublisher,
 }
 
 impl Pipeline {
@@ -46,17 +40,13 @@ impl Pipeline {
         bxb_telemetry::init_for_tests();
         let topic = EphemeralTopic::new("ch_events", PARTITIONS).await;
         let dlq = EphemeralTopic::new("ch_dlq", 1).await;
-        let registry = SchemaRegistry::new(&RegistryArgs::with_url(schema_registry_url())).unwrap();
-        let schema_id = registry.register_event_schema(&value_subject(&topic.name)).await.expect("register the event schema");
-        let producer = kafka_config().set("acks", "all").set("enable.idempotence", "true").create().unwrap();
+        let publisher = EventPublisher::new(&topic.name).await;
         Self {
             topic,
             dlq,
             group: unique("ch_group"),
             database: unique("ch_db"),
-            registry,
-            encoder: EventEncoder::new(schema_id),
-            producer,
+            publisher,
         }
     }
 
@@ -93,22 +83,11 @@ impl Pipeline {
 
     /// Publishes events like the gateway: key = organization, ingestion time and trace headers.
     pub async fn produce(&self, events: &[Event]) {
-        for event in events {
-            let traceparent = format!("00-{}-{}-01", uuid::Uuid::new_v4().simple(), &uuid::Uuid::new_v4().simple().to_string()[..16]);
-            let ingested = now_ms().to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "traceparent", value: Some(traceparent.as_bytes()) })
-                .insert(Header { key: bxb_kafka::headers::INGESTED_AT_MS, value: Some(ingested.as_bytes()) });
-            self.produce_raw(&event.kafka_key(), &self.encoder.encode(event), headers).await;
-        }
+        self.publisher.publish(events).await;
     }
 
     pub async fn produce_raw(&self, key: &str, value: &[u8], headers: OwnedHeaders) {
-        self.producer
-            .send(FutureRecord::to(&self.topic.name).key(key).payload(value).headers(headers), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("the record is acknowledged");
+        self.publisher.publish_raw(key, value, headers).await;
     }
 
     pub fn clickhouse(&self) -> clickhouse::Client {
@@ -138,39 +117,12 @@ impl Pipeline {
 
     /// The group's committed offset per partition (absent: nothing committed).
     pub async fn committed(&self, group: &str) -> BTreeMap<i32, i64> {
-        let (topic, group) = (self.topic.name.clone(), group.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = kafka_config().set("group.id", &group).create().unwrap();
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                tpl.add_partition(&topic, p);
-            }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-            committed
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.partition(), o)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .await
-        .unwrap()
+        committed_offsets(group, &self.topic.name, PARTITIONS).await
     }
 
     /// One past the last record of each non-empty partition.
     pub async fn end_offsets(&self) -> BTreeMap<i32, i64> {
-        let topic = self.topic.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = kafka_config().create().unwrap();
-            (0..PARTITIONS)
-                .map(|p| (p, consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1))
-                .filter(|(_, high)| *high > 0)
-                .collect()
-        })
-        .await
-        .unwrap()
+        end_offsets(&self.topic.name, PARTITIONS).await
     }
 
     pub async fn wait_until_all_committed(&self, group: &str) {
