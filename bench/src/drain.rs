@@ -68,6 +68,12 @@ impl ConsumerSetup {
 pub struct Drain {
     pub events_per_s: f64,
     pub total_seconds: f64,
+    /// From the process start until every instance was ready.
+    pub startup_seconds: f64,
+    /// Time spent in sink writes and in offset commits, summed over the instances (from their
+    /// `bxb_consumer_write_duration_seconds` and `bxb_consumer_commit_duration_seconds`).
+    pub write_seconds: f64,
+    pub commit_seconds: f64,
     /// Peak RSS of each instance, bytes.
     pub peak_rss_bytes: Vec<u64>,
 }
@@ -81,6 +87,7 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
         let label = format!("{}-{}-{i}", setup.consumer.binary(), setup.group);
         running.push(setup.start(args, &label).await?);
     }
+    let startup_seconds = started.elapsed().as_secs_f64();
     // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
     let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);
     let mut first: Option<(Instant, i64)> = None;
@@ -114,9 +121,16 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let peak_rss_bytes = running.iter().filter_map(Running::peak_rss_bytes).collect();
+    let (mut write_seconds, mut commit_seconds) = (0.0, 0.0);
+    for instance in &running {
+        if let Some(text) = instance.metrics().await {
+            write_seconds += process::metric_total(&text, "bxb_consumer_write_duration_seconds_sum");
+            commit_seconds += process::metric_total(&text, "bxb_consumer_commit_duration_seconds_sum");
+        }
+    }
     for instance in running {
         let _ = instance.stop().await;
     }
     let (events_per_s, total_seconds) = result?;
-    Ok(Drain { events_per_s, total_seconds, peak_rss_bytes })
+    Ok(Drain { events_per_s, total_seconds, startup_seconds, write_seconds, commit_seconds, peak_rss_bytes })
 }

@@ -68,6 +68,12 @@ impl Running {
         }
     }
 
+    /// The Prometheus text of its `/metrics`.
+    pub async fn metrics(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    }
+
     /// Peak resident set size so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         peak_rss_bytes(self.pid()?)
@@ -98,6 +104,23 @@ pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The sum over every label set of the samples named exactly `name` in Prometheus text.
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    metric_total_where(text, name, "")
+}
+
+/// Like [`metric_total`], only the samples whose line contains `label` (e.g. `route="/x"`).
+pub fn metric_total_where(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains(label))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = if rest.starts_with('{') { rest.rsplit_once('}')?.1 } else if rest.starts_with(' ') { rest } else { return None };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 /// Runs a binary to completion (e.g. `gateway api-key create`) and returns its stdout.
 pub async fn output(bin_dir: &Path, binary: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
     let out = Command::new(bin_dir.join(binary))
@@ -123,6 +146,15 @@ mod tests {
         let status = "Name:\tgateway\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(51_200 * 1024));
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn metric_totals_sum_label_sets_and_skip_longer_names() {
+        let text = "# TYPE w summary\nw_sum{sink=\"a\",outcome=\"ok\"} 1.5\nw_sum{sink=\"a\",outcome=\"retry\"} 0.5\nw_sum_extra 9\nw_count 4\n";
+        assert_eq!(metric_total(text, "w_sum"), 2.0);
+        assert_eq!(metric_total(text, "w_count"), 4.0);
+        assert_eq!(metric_total(text, "missing"), 0.0);
+        assert_eq!(metric_total_where(text, "w_sum", "outcome=\"ok\""), 1.5);
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct GatewayFigures {
     pub single_events_per_s: f64,
     pub raw_producer_events_per_s: f64,
     pub rejected_requests: u64,
+    /// Of the batch requests' mean duration inside the gateway, the mean wait for Kafka's
+    /// delivery reports (from the gateway's own histograms).
+    pub batch_request_mean_ms: Option<f64>,
+    pub batch_delivery_mean_ms: Option<f64>,
     pub latency_at_rate: Vec<RateLatency>,
 }
 
@@ -49,6 +53,11 @@ pub struct DrainFigures {
     /// From the process start to the last committed offset.
     pub consumer_total_seconds: f64,
     pub raw_events_per_s: f64,
+    /// Where the consumer's time went (one instance): start-up until ready, then the drain,
+    /// of which the sink writes and the commits (the rest is fetching, decoding, mapping).
+    pub consumer_startup_seconds: f64,
+    pub consumer_write_seconds: f64,
+    pub consumer_commit_seconds: f64,
     /// The same drain by two instances in one group, when measured.
     pub two_instances_events_per_s: Option<f64>,
 }
@@ -179,6 +188,9 @@ impl Report {
         if let Some(g) = &self.gateway {
             row(&mut out, &format!("gateway batch({}) events/s vs raw producer", g.batch_events_per_request), g.batch_events_per_s, g.raw_producer_events_per_s);
             row(&mut out, "gateway single-event events/s vs raw producer", g.single_events_per_s, g.raw_producer_events_per_s);
+            if let (Some(request), Some(delivery)) = (g.batch_request_mean_ms, g.batch_delivery_mean_ms) {
+                let _ = writeln!(out, "  gateway batch request mean {request:.1} ms, of which waiting for Kafka {delivery:.1} ms");
+            }
             for l in &g.latency_at_rate {
                 let (p50, p99) = l.latency.map_or((f64::NAN, f64::NAN), |s| (s.p50_ms, s.p99_ms));
                 let _ = writeln!(out, "gateway at {:>6} events/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms, accepted {:.0}/s, failed {}", l.offered_events_per_s, l.accepted_events_per_s, l.failed_requests);
@@ -187,6 +199,8 @@ impl Report {
         for (name, drain) in [("consumer-clickhouse", &self.clickhouse), ("consumer-postgres", &self.postgres)] {
             if let Some(d) = drain {
                 row(&mut out, &format!("{name} drain {} events/s vs raw", d.backlog_events), d.consumer_events_per_s, d.raw_events_per_s);
+                let drain_seconds = d.consumer_total_seconds - d.consumer_startup_seconds;
+                let _ = writeln!(out, "  {name}: {drain_seconds:.1} s after start-up ({:.1} s), of which writes {:.1} s, commits {:.2} s", d.consumer_startup_seconds, d.consumer_write_seconds, d.consumer_commit_seconds);
                 if let Some(two) = d.two_instances_events_per_s {
                     row(&mut out, &format!("{name} 2 instances vs 1 instance"), two, d.consumer_events_per_s);
                 }

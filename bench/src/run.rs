@@ -163,6 +163,18 @@ impl Bench {
         let bar = self.bar(0, &format!("gateway batch({BATCH_EVENTS_PER_REQUEST}) x{CONCURRENCY_BATCH}"));
         let batch = gateway::closed_loop(target.clone(), key, BATCH_EVENTS_PER_REQUEST, CONCURRENCY_BATCH, load, &bar).await;
         bar.finish();
+        let (request_mean_ms, delivery_mean_ms) = match process.metrics().await {
+            Some(text) => {
+                use crate::process::metric_total_where;
+                let mean = |name: &str, label: &str| {
+                    let count = metric_total_where(&text, &format!("{name}_count"), label);
+                    (count > 0.0).then(|| metric_total_where(&text, &format!("{name}_sum"), label) / count * 1000.0)
+                };
+                // Only batch requests have reached the delivery histogram at this point.
+                (mean("bxb_gateway_request_duration_seconds", "route=\"/v1/events/batch\""), mean("bxb_gateway_delivery_duration_seconds", ""))
+            }
+            None => (None, None),
+        };
         let bar = self.bar(0, &format!("gateway single-event x{CONCURRENCY_SINGLE}"));
         let single = gateway::closed_loop(target.clone(), key, 1, CONCURRENCY_SINGLE, load, &bar).await;
         bar.finish();
@@ -184,6 +196,8 @@ impl Bench {
         figures.single_events_per_s = single.events_per_s;
         figures.rejected_requests = batch.rejected_requests + single.rejected_requests;
         figures.latency_at_rate = latency_at_rate;
+        figures.batch_request_mean_ms = request_mean_ms;
+        figures.batch_delivery_mean_ms = delivery_mean_ms;
         Ok(())
     }
 
@@ -229,6 +243,9 @@ impl Bench {
             consumer_events_per_s: one.events_per_s,
             consumer_total_seconds: one.total_seconds,
             raw_events_per_s: raw,
+            consumer_startup_seconds: one.startup_seconds,
+            consumer_write_seconds: one.write_seconds,
+            consumer_commit_seconds: one.commit_seconds,
             two_instances_events_per_s: None,
         });
         match self.consumer_drain(Consumer::ClickHouse, "ch2", 2).await {
@@ -249,6 +266,9 @@ impl Bench {
             consumer_events_per_s: one.events_per_s,
             consumer_total_seconds: one.total_seconds,
             raw_events_per_s: raw,
+            consumer_startup_seconds: one.startup_seconds,
+            consumer_write_seconds: one.write_seconds,
+            consumer_commit_seconds: one.commit_seconds,
             two_instances_events_per_s: None,
         });
         match self.consumer_drain(Consumer::Postgres, "pg2", 2).await {
