@@ -82,11 +82,9 @@ pub struct Drain {
 /// `backlog` records. The rate counts from the first commit, so start-up is excluded.
 pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, backlog: u64, bar: &ProgressBar) -> anyhow::Result<Drain> {
     let started = Instant::now();
-    let mut running = Vec::with_capacity(instances);
-    for i in 0..instances {
-        let label = format!("{}-{}-{i}", setup.consumer.binary(), setup.group);
-        running.push(setup.start(args, &label).await?);
-    }
+    // Started together, so that every instance joins the group's first assignment.
+    let labels: Vec<String> = (0..instances).map(|i| format!("{}-{}-{i}", setup.consumer.binary(), setup.group)).collect();
+    let running = futures::future::try_join_all(labels.iter().map(|label| setup.start(args, label))).await?;
     let startup_seconds = started.elapsed().as_secs_f64();
     // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
     let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);

@@ -52,9 +52,12 @@ pub async fn produce(args: &BenchArgs, topic: &str, organization_ids: &[Uuid], c
     let keys: Vec<String> = organization_ids.iter().map(|o| o.hyphenated().to_string()).collect();
     let mut payloads = Vec::with_capacity(count as usize * 160);
     let mut ends = Vec::with_capacity(count as usize);
+    let mut scratch = Vec::with_capacity(256);
     for seq in 0..count {
         let organization_id = organization_ids[(seq % organization_ids.len() as u64) as usize];
-        encoder.encode_into(&events::event(organization_id, format!("backlog-{seq}"), seq, now), &mut payloads);
+        // `encode_into` replaces the buffer's contents.
+        encoder.encode_into(&events::event(organization_id, format!("backlog-{seq}"), seq, now), &mut scratch);
+        payloads.extend_from_slice(&scratch);
         ends.push(payloads.len());
     }
     // Connect and obtain the idempotent producer id outside the measurement.
@@ -162,4 +165,46 @@ pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, bat
 
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// Per-event CPU cost of the consumers' in-process stages, measured in this process on the
+/// backlog's payloads: what a drain spends besides fetching and writing.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StageCosts {
+    pub events: u64,
+    /// `EventDecoder::decode`: wire format, Avro datum, schema resolution, validation.
+    pub decode_us_per_event: f64,
+    /// `EventRow::from_record` (consumer-clickhouse).
+    pub clickhouse_row_us_per_event: f64,
+    /// `rows::encode`, the binary COPY stream (consumer-postgres).
+    pub postgres_copy_encode_us_per_event: f64,
+}
+
+pub async fn stage_costs(args: &BenchArgs, topic: &str, organization_ids: &[Uuid], count: u64) -> anyhow::Result<StageCosts> {
+    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.registry_url.clone()))?;
+    let encoder = EventEncoder::new(registry.register_event_schema(&value_subject(topic)).await?);
+    let decoder = registry.decoder();
+    let now = now_ms();
+    let records = events::records(organization_ids, 0..count, now);
+    let payloads: Vec<Vec<u8>> = records.iter().map(|r| encoder.encode(&r.event)).collect();
+    // The first decode fetches the schema from the registry: not part of the per-event cost.
+    decoder.decode(Some(&payloads[0])).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let per_event_us = |elapsed: Duration| elapsed.as_secs_f64() * 1e6 / count as f64;
+    let started = Instant::now();
+    for payload in &payloads {
+        std::hint::black_box(decoder.decode(Some(payload)).await.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let decode = per_event_us(started.elapsed());
+    let started = Instant::now();
+    for record in &records {
+        std::hint::black_box(EventRow::from_record(record, now).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let row = per_event_us(started.elapsed());
+    let started = Instant::now();
+    for chunk in records.chunks(10_000) {
+        let refs: Vec<&bxb_consumer::Record> = chunk.iter().collect();
+        std::hint::black_box(bxb_consumer_postgres::rows::encode(&refs)?);
+    }
+    let copy = per_event_us(started.elapsed());
+    Ok(StageCosts { events: count, decode_us_per_event: decode, clickhouse_row_us_per_event: row, postgres_copy_encode_us_per_event: copy })
 }

@@ -85,6 +85,8 @@ pub struct Report {
     pub clickhouse: Option<DrainFigures>,
     pub postgres: Option<DrainFigures>,
     pub end_to_end: Option<EndToEndFigures>,
+    /// In-process cost of the consumers' CPU stages (decode, row mapping, COPY encoding).
+    pub stage_costs: Option<crate::raw::StageCosts>,
     /// Peak resident memory (VmHWM) per binary and phase, in bytes.
     pub peak_rss_bytes: BTreeMap<String, u64>,
     /// Phases that failed, with why: a report is written even when one phase breaks.
@@ -205,6 +207,9 @@ impl Report {
                     row(&mut out, &format!("{name} 2 instances vs 1 instance"), two, d.consumer_events_per_s);
                 }
             }
+        }
+        if let Some(c) = &self.stage_costs {
+            let _ = writeln!(out, "per event (one core): decode {:.2} us, ClickHouse row {:.2} us, COPY encode {:.2} us", c.decode_us_per_event, c.clickhouse_row_us_per_event, c.postgres_copy_encode_us_per_event);
         }
         if let Some(e) = &self.end_to_end {
             for (store, summary, missing) in [("ClickHouse", e.clickhouse, e.clickhouse_missing_probes), ("PostgreSQL", e.postgres, e.postgres_missing_probes)] {

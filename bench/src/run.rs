@@ -252,6 +252,11 @@ impl Bench {
             Ok(two) => self.report.clickhouse.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-clickhouse x2: {error:#}")),
         }
+        let topic = self.backlog().await?;
+        match crate::raw::stage_costs(&self.args, &topic, &self.backlog_orgs, count.min(100_000)).await {
+            Ok(costs) => self.report.stage_costs = Some(costs),
+            Err(error) => self.report.errors.push(format!("stage costs: {error:#}")),
+        }
         // PostgreSQL: the consumer, the raw COPY, two instances.
         let one = self.consumer_drain(Consumer::Postgres, "pg1", 1).await?;
         let raw_db = self.names.database("pgraw");
