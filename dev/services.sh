@@ -158,7 +158,12 @@ app_port() {
 
 start_app() {
   local name="$1"
-  is_running "$name" && return 0
+  if is_running "$name"; then
+    # A rebuilt binary replaces the running one, so ./dev/up after a code change runs the change.
+    [ "$BXB_BIN/$name" -nt "$(pid_file "$name")" ] || return 0
+    log "$name was rebuilt; restarting it"
+    stop_pid "$name"
+  fi
   [ -x "$BXB_BIN/$name" ] || die "$BXB_BIN/$name is missing; ./dev/up builds it"
   local port; port="$(app_port "$name")"
   log "starting $name on 127.0.0.1:$port"
