@@ -46,6 +46,9 @@ impl ConsumerSetup {
             ("BXB_CONSUMER_GROUP".into(), self.group.clone()),
             ("BXB_BATCH_MAX_EVENTS".into(), self.batch_events.to_string()),
         ];
+        if let Some(options) = &args.consumer_kafka_options {
+            env.push(("BXB_KAFKA_OPTIONS".into(), options.clone()));
+        }
         match self.consumer {
             Consumer::ClickHouse => {
                 env.push(("BXB_CLICKHOUSE_URL".into(), args.clickhouse_url.clone()));

@@ -15,6 +15,8 @@ pub struct Environment {
     pub cores: usize,
     pub memory_bytes: u64,
     pub versions: BTreeMap<String, String>,
+    /// librdkafka settings given to the consumers on top of their own, if any.
+    pub consumer_kafka_options: Option<String>,
 }
 
 /// Gateway throughput against a raw producer, and latency at fixed offered rates.

@@ -101,6 +101,7 @@ async fn environment(args: &BenchArgs) -> Environment {
         cores: std::thread::available_parallelism().map_or(0, usize::from),
         memory_bytes,
         versions,
+        consumer_kafka_options: args.consumer_kafka_options.clone(),
     }
 }
 

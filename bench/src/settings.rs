@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Reported as the Kafka version (the broker does not say over the protocol).
     #[arg(long = "kafka-version", env = "BXB_KAFKA_VERSION", default_value = "unknown")]
     pub kafka_version: String,
+    /// Extra librdkafka settings for the consumers under test, `key=value,...` (passed to them as
+    /// `BXB_KAFKA_OPTIONS`), to compare a setting before changing its default.
+    #[arg(long = "consumer-kafka-options", env = "BXB_BENCH_CONSUMER_KAFKA_OPTIONS")]
+    pub consumer_kafka_options: Option<String>,
     /// Overrides the backlog size of the drain phase.
     #[arg(long = "backlog-events")]
     pub backlog_events: Option<u64>,
