@@ -24,7 +24,8 @@ pub struct GatewayConfig {
     /// The topic accepted events are published to; the schema subject is `<topic>-value`.
     #[arg(long = "events-topic", env = "BXB_EVENTS_TOPIC", default_value = bxb_kafka::EVENTS_TOPIC)]
     pub events_topic: String,
-    /// How long one request may take in all, body upload included.
+    /// How long receiving a request body may take (then 408), and separately how long publishing
+    /// its events may take (then 503).
     #[arg(long = "request-timeout-ms", env = "BXB_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
     /// On shutdown: how long to wait for the producer to deliver what is still queued.

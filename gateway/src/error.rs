@@ -80,7 +80,11 @@ pub enum GatewayError {
     /// the request may be stored, a retry is safe because consumers deduplicate.
     #[error("Kafka did not confirm the events in time: {0}")]
     KafkaUnavailable(String),
-    /// The request, upload included, took longer than the request timeout.
+    /// The client did not send its whole body within the request timeout (a slow or stalled
+    /// upload); nothing was published.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// Publishing took longer than the request timeout.
     #[error("the request took too long")]
     RequestTimeout,
     /// No such route.
@@ -95,6 +99,7 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey | Self::RevokedApiKey => StatusCode::UNAUTHORIZED,
             Self::OrganizationMismatch { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } | Self::BatchTooLarge { .. } | Self::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -122,6 +127,7 @@ impl GatewayError {
             Self::SchemaNotRegistered => "schema_not_registered",
             Self::KafkaQueueFull => "kafka_queue_full",
             Self::KafkaUnavailable(_) => "kafka_unavailable",
+            Self::BodyTimeout => "body_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
         }
@@ -228,6 +234,7 @@ mod tests {
             (GatewayError::RecordTooLarge { errors: vec![] }, 413, "record_too_large"),
             (GatewayError::UnsupportedContentType, 415, "unsupported_media_type"),
             (GatewayError::Validation { errors: vec![] }, 422, "validation_failed"),
+            (GatewayError::BodyTimeout, 408, "body_timeout"),
             (GatewayError::RequestTimeout, 503, "request_timeout"),
         ] {
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");

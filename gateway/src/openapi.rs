@@ -134,6 +134,6 @@ mod tests {
         let responses = spec["paths"]["/v1/events/batch"]["post"]["responses"].as_object().unwrap();
         let mut statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
         statuses.sort_unstable();
-        assert_eq!(statuses, ["202", "400", "401", "403", "413", "415", "422", "429", "503"]);
+        assert_eq!(statuses, ["202", "400", "401", "403", "408", "413", "415", "422", "429", "503"]);
     }
 }

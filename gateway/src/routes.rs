@@ -74,6 +74,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         (status = 400, description = "`invalid_json`: the body is not one JSON event object", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key` or `revoked_api_key`", body = ErrorBody),
         (status = 403, description = "`organization_mismatch`: organization_id is not the key's", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive within the request timeout", body = ErrorBody),
         (status = 413, description = "`body_too_large` or `record_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`: every problem by field", body = ErrorBody),
@@ -94,6 +95,7 @@ pub(crate) async fn post_event(State(app): State<Arc<AppState>>, request: Reques
         (status = 400, description = "`invalid_json`: the body is not `{\"events\": [...]}`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key` or `revoked_api_key`", body = ErrorBody),
         (status = 403, description = "`organization_mismatch`: an event names another organization", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive within the request timeout", body = ErrorBody),
         (status = 413, description = "`body_too_large`, `batch_too_large` or `record_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`: every problem by event index and field; nothing was published", body = ErrorBody),
@@ -110,8 +112,7 @@ async fn ingest(app: Arc<AppState>, request: Request, endpoint: Endpoint) -> Res
     let span = tracing::info_span!("ingest", organization_id = Empty, events = Empty);
     // Continue the client's trace when it sends one; the Kafka headers then carry it on.
     bxb_telemetry::trace_context::set_parent_from(&span, request.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    let work = accept(&app, request, endpoint, &span).instrument(span.clone());
-    let result = tokio::time::timeout(app.request_timeout, work).await.unwrap_or(Err((GatewayError::RequestTimeout, 0)));
+    let result = accept(&app, request, endpoint, &span).instrument(span.clone()).await;
     let _entered = span.enter();
     match result {
         Ok(accepted) => {
@@ -136,7 +137,12 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
     let organization_id = app.keys.authenticate(request.headers()).map_err(unknown_count)?;
     span.record("organization_id", display(organization_id));
     check_content_type(request.headers()).map_err(unknown_count)?;
-    let body = read_body(request, app.limits.max_body_bytes).await.map_err(unknown_count)?;
+    // The upload and the publishing each get the request timeout: a slow client is the
+    // client's problem (408), a slow Kafka the service's (503 + Retry-After).
+    let body = tokio::time::timeout(app.request_timeout, read_body(request, app.limits.max_body_bytes))
+        .await
+        .unwrap_or(Err(GatewayError::BodyTimeout))
+        .map_err(unknown_count)?;
 
     let context = ParseContext {
         organization_id,
@@ -160,7 +166,10 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
         })?;
     }
     let headers = bxb_kafka::headers::event_headers(span, received_at_ms);
-    app.publisher.publish(&events, &headers).await.map_err(|e| (e, count))?;
+    tokio::time::timeout(app.request_timeout, app.publisher.publish(&events, &headers))
+        .await
+        .unwrap_or(Err(GatewayError::RequestTimeout))
+        .map_err(|e| (e, count))?;
     tracing::debug!(events = count, "events accepted");
     Ok(count)
 }
