@@ -205,10 +205,7 @@ async fn billable_events_land_once_with_every_field_exact_and_the_rest_are_skipp
 
 #[tokio::test]
 async fn a_retry_with_another_timestamp_is_dropped_and_the_earliest_offset_wins() {
-    bxb_telemetry::init_for_tests();
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    let sink = db.sink(|a| a.billable_codes = vec!["api_calls".into()]).await;
+    let (_db, pool, sink) = api_calls_sink().await;
     let org = Uuid::new_v4();
     let today = now_ms() - 60_000;
     let yesterday = today - DAY_MS;
@@ -374,10 +371,7 @@ async fn failures_are_sorted_into_retry_and_fatal() {
 
 #[tokio::test]
 async fn a_nul_escape_in_properties_is_stored_as_the_replacement_character() {
-    bxb_telemetry::init_for_tests();
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    let sink = db.sink(|a| a.billable_codes = vec!["api_calls".into()]).await;
+    let (_db, pool, sink) = api_calls_sink().await;
     let org = Uuid::new_v4();
     let mut e = event(org, "nul", "api_calls", now_ms());
     e.properties = r#"{"a":"x\u0000y","b":"\\u0000"}"#.into();

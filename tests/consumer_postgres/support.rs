@@ -40,6 +40,16 @@ impl TestDb {
     }
 }
 
+/// A database of its own and a started sink on it for which `api_calls` is billable for every
+/// organization.
+pub async fn api_calls_sink() -> (TestDb, PgPool, PostgresSink) {
+    bxb_telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let sink = db.sink(|a| a.billable_codes = vec!["api_calls".into()]).await;
+    (db, pool, sink)
+}
+
 pub fn event(organization_id: Uuid, transaction_id: &str, code: &str, timestamp_ms: i64) -> Event {
     Event {
         organization_id,
