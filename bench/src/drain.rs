@@ -49,6 +49,11 @@ impl ConsumerSetup {
         if let Some(options) = &args.consumer_kafka_options {
             env.push(("BXB_KAFKA_OPTIONS".into(), options.clone()));
         }
+        for pair in &args.consumer_env {
+            if let Some((key, value)) = pair.split_once('=') {
+                env.push((key.into(), value.into()));
+            }
+        }
         match self.consumer {
             Consumer::ClickHouse => {
                 env.push(("BXB_CLICKHOUSE_URL".into(), args.clickhouse_url.clone()));

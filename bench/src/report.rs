@@ -17,6 +17,8 @@ pub struct Environment {
     pub versions: BTreeMap<String, String>,
     /// librdkafka settings given to the consumers on top of their own, if any.
     pub consumer_kafka_options: Option<String>,
+    /// Extra environment given to the consumers, if any.
+    pub consumer_env: Vec<String>,
 }
 
 /// Gateway throughput against a raw producer, and latency at fixed offered rates.
@@ -115,12 +117,18 @@ impl Goal {
 pub const RSS_GOAL_BYTES: f64 = 100.0 * 1024.0 * 1024.0;
 
 impl Report {
+    /// The gateway's figures when its phase ran (the drain phase alone fills in only the raw
+    /// producer's rate).
+    fn gateway_measured(&self) -> Option<&GatewayFigures> {
+        self.gateway.as_ref().filter(|g| g.batch_events_per_request > 0)
+    }
+
     pub fn gateway_vs_raw_producer(&self) -> Option<f64> {
-        self.gateway.as_ref().and_then(|g| ratio(g.batch_events_per_s, g.raw_producer_events_per_s))
+        self.gateway_measured().and_then(|g| ratio(g.batch_events_per_s, g.raw_producer_events_per_s))
     }
 
     pub fn gateway_single_vs_raw_producer(&self) -> Option<f64> {
-        self.gateway.as_ref().and_then(|g| ratio(g.single_events_per_s, g.raw_producer_events_per_s))
+        self.gateway_measured().and_then(|g| ratio(g.single_events_per_s, g.raw_producer_events_per_s))
     }
 
     pub fn clickhouse_vs_raw_insert(&self) -> Option<f64> {
@@ -190,6 +198,11 @@ impl Report {
             let _ = writeln!(out, "{name:<44} {measured:>14.0} {baseline:>14.0} {r:>8}");
         };
         if let Some(g) = &self.gateway {
+            if g.batch_events_per_request == 0 {
+                let _ = writeln!(out, "{:<44} {:>14.0}", "raw producer events/s (backlog)", g.raw_producer_events_per_s);
+            }
+        }
+        if let Some(g) = self.gateway_measured() {
             row(&mut out, &format!("gateway batch({}) events/s vs raw producer", g.batch_events_per_request), g.batch_events_per_s, g.raw_producer_events_per_s);
             row(&mut out, "gateway single-event events/s vs raw producer", g.single_events_per_s, g.raw_producer_events_per_s);
             if let (Some(request), Some(delivery)) = (g.batch_request_mean_ms, g.batch_delivery_mean_ms) {
@@ -253,7 +266,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
-            gateway: Some(GatewayFigures { batch_events_per_s: 30_000.0, single_events_per_s: 5_000.0, raw_producer_events_per_s: 60_000.0, ..Default::default() }),
+            gateway: Some(GatewayFigures { batch_events_per_request: 100, batch_events_per_s: 30_000.0, single_events_per_s: 5_000.0, raw_producer_events_per_s: 60_000.0, ..Default::default() }),
             clickhouse: Some(DrainFigures { consumer_events_per_s: 80.0, raw_events_per_s: 100.0, ..Default::default() }),
             postgres: Some(DrainFigures { consumer_events_per_s: 50.0, raw_events_per_s: 100.0, ..Default::default() }),
             end_to_end: Some(EndToEndFigures { clickhouse: summary(900.0), postgres: summary(2_500.0), ..Default::default() }),
@@ -290,6 +303,8 @@ mod tests {
         assert_eq!(met("e2e_p99_ms"), Some(false));
         assert_eq!(met("gateway_peak_rss_mib"), Some(false));
         assert!(Report::default().goals().iter().all(|g| g.met.is_none()));
+        let drain_only = Report { gateway: Some(GatewayFigures { raw_producer_events_per_s: 1.0, ..Default::default() }), ..Default::default() };
+        assert_eq!(drain_only.gateway_vs_raw_producer(), None, "the gateway phase did not run");
     }
 
     #[test]

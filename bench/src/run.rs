@@ -102,6 +102,7 @@ async fn environment(args: &BenchArgs) -> Environment {
         memory_bytes,
         versions,
         consumer_kafka_options: args.consumer_kafka_options.clone(),
+        consumer_env: args.consumer_env.clone(),
     }
 }
 

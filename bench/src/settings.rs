@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// `BXB_KAFKA_OPTIONS`), to compare a setting before changing its default.
     #[arg(long = "consumer-kafka-options", env = "BXB_BENCH_CONSUMER_KAFKA_OPTIONS")]
     pub consumer_kafka_options: Option<String>,
+    /// Extra environment of the consumers under test, `KEY=VALUE`, repeatable (e.g. an allocator
+    /// setting to compare).
+    #[arg(long = "consumer-env")]
+    pub consumer_env: Vec<String>,
     /// Overrides the backlog size of the drain phase.
     #[arg(long = "backlog-events")]
     pub backlog_events: Option<u64>,
