@@ -137,7 +137,7 @@ impl SchemaRegistry {
 
     /// A decoder sharing this registry's settings.
     pub fn decoder(&self) -> EventDecoder {
-        EventDecoder { inner: AvroDecoder::new(self.settings.clone()) }
+        EventDecoder { inner: AvroDecoder::new(self.settings.clone()), is_event_schema: Default::default() }
     }
 }
 
@@ -230,6 +230,9 @@ fn poison(reason: PoisonReason, message: impl Into<String>) -> DecodeError {
 /// Reads record values written with any registered version of the event schema.
 pub struct EventDecoder {
     inner: AvroDecoder,
+    /// Per schema id: whether the writer schema is exactly the event schema, so the datum can be
+    /// read directly (`avro::read_datum`) instead of through the generic reader and resolution.
+    is_event_schema: std::sync::RwLock<std::collections::HashMap<u32, bool>>,
 }
 
 impl EventDecoder {
@@ -250,10 +253,29 @@ impl EventDecoder {
                 poison(PoisonReason::UnknownSchema, format!("schema id {schema_id}: {}", e.error))
             }
         })?;
-        let value = decode_datum(&writer.parsed, &bytes[HEADER_LEN..])?;
-        let event = avro::from_value(value).map_err(|e| poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()))?;
+        let datum = &bytes[HEADER_LEN..];
+        let event = if self.is_event_schema(schema_id, &writer.parsed) {
+            avro::read_datum(datum).map_err(|e| match e {
+                avro::ReadError::Malformed(message) => poison(PoisonReason::InvalidAvro, message),
+                avro::ReadError::Field(e) => poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()),
+            })?
+        } else {
+            let value = decode_datum(&writer.parsed, datum)?;
+            avro::from_value(value).map_err(|e| poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()))?
+        };
         validate::validate(&event).map_err(|e| poison(PoisonReason::InvalidFields, e.to_string()))?;
         Ok(event)
+    }
+}
+
+impl EventDecoder {
+    fn is_event_schema(&self, schema_id: u32, writer: &apache_avro::Schema) -> bool {
+        if let Some(known) = self.is_event_schema.read().expect("schema cache lock").get(&schema_id) {
+            return *known;
+        }
+        let same = writer.canonical_form() == EVENT_SCHEMA.canonical_form();
+        self.is_event_schema.write().expect("schema cache lock").insert(schema_id, same);
+        same
     }
 }
 
