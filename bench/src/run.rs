@@ -239,17 +239,7 @@ impl Bench {
         let bar = self.bar(count, "raw ClickHouse insert");
         let raw = crate::raw::clickhouse_insert(&self.args, &raw_db, &self.backlog_orgs, count, batch, &bar).await?;
         bar.finish();
-        self.report.clickhouse = Some(DrainFigures {
-            backlog_events: count,
-            batch_events: batch,
-            consumer_events_per_s: one.events_per_s,
-            consumer_total_seconds: one.total_seconds,
-            raw_events_per_s: raw,
-            consumer_startup_seconds: one.startup_seconds,
-            consumer_write_seconds: one.write_seconds,
-            consumer_commit_seconds: one.commit_seconds,
-            two_instances_events_per_s: None,
-        });
+        self.report.clickhouse = Some(drain_figures(count, batch, &one, raw));
         match self.consumer_drain(Consumer::ClickHouse, "ch2", 2).await {
             Ok(two) => self.report.clickhouse.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-clickhouse x2: {error:#}")),
@@ -267,17 +257,7 @@ impl Bench {
         let bar = self.bar(count, "raw PostgreSQL COPY");
         let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, &bar).await?;
         bar.finish();
-        self.report.postgres = Some(DrainFigures {
-            backlog_events: count,
-            batch_events: batch,
-            consumer_events_per_s: one.events_per_s,
-            consumer_total_seconds: one.total_seconds,
-            raw_events_per_s: raw,
-            consumer_startup_seconds: one.startup_seconds,
-            consumer_write_seconds: one.write_seconds,
-            consumer_commit_seconds: one.commit_seconds,
-            two_instances_events_per_s: None,
-        });
+        self.report.postgres = Some(drain_figures(count, batch, &one, raw));
         match self.consumer_drain(Consumer::Postgres, "pg2", 2).await {
             Ok(two) => self.report.postgres.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-postgres x2: {error:#}")),
@@ -338,5 +318,20 @@ impl Bench {
         }
         // The schema subjects of the run's topics stay in the in-memory registry: harmless.
         tokio::time::sleep(Duration::ZERO).await;
+    }
+}
+
+/// One instance's drain next to the raw baseline; the two-instance figure is added later.
+fn drain_figures(backlog_events: u64, batch_events: usize, one: &drain::Drain, raw_events_per_s: f64) -> DrainFigures {
+    DrainFigures {
+        backlog_events,
+        batch_events,
+        consumer_events_per_s: one.events_per_s,
+        consumer_total_seconds: one.total_seconds,
+        raw_events_per_s,
+        consumer_startup_seconds: one.startup_seconds,
+        consumer_write_seconds: one.write_seconds,
+        consumer_commit_seconds: one.commit_seconds,
+        two_instances_events_per_s: None,
     }
 }
