@@ -41,6 +41,20 @@ pub fn clickhouse_url() -> String {
     env_or("BXB_CLICKHOUSE_URL", "http://127.0.0.1:18123")
 }
 
+/// Consumer settings for a test: its own topic, dead-letter topic and group, short waits and
+/// backoffs so tests stay quick. Suites set the batch size they need on top.
+pub fn consumer_args(topic: &str, dlq_topic: &str, group: &str) -> bxb_consumer::ConsumerArgs {
+    let registry = bxb_event::registry::RegistryArgs::with_url(schema_registry_url());
+    let mut args = bxb_consumer::ConsumerArgs::new(kafka_args(), registry);
+    args.group_id = Some(group.to_owned());
+    args.topic = topic.to_owned();
+    args.dlq_topic = dlq_topic.to_owned();
+    args.batch_max_wait_ms = 100;
+    args.retry_initial_backoff_ms = 50;
+    args.retry_max_backoff_ms = 500;
+    args
+}
+
 /// A name unique to this test run and call, safe for topics, groups, tables and databases.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

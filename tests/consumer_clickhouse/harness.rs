@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::{ClickHouseArgs, Config, EventRow};
-use bxb_event::registry::RegistryArgs;
 use bxb_event::Event;
-use bxb_consumer::ConsumerArgs;
 use bxb_tests::kafka::{committed_offsets, end_offsets, EventPublisher};
-use bxb_tests::{clickhouse_url, eventually, kafka_args, schema_registry_url, unique, EphemeralTopic};
+use bxb_tests::{clickhouse_url, consumer_args, eventually, unique, EphemeralTopic};
 use rdkafka::message::OwnedHeaders;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -55,14 +53,9 @@ impl Pipeline {
     }
 
     pub fn config(&self, group: &str) -> Config {
-        let mut consumer = ConsumerArgs::new(kafka_args(), RegistryArgs::with_url(schema_registry_url()));
-        consumer.group_id = Some(group.to_owned());
-        consumer.topic = self.topic.name.clone();
-        consumer.dlq_topic = self.dlq.name.clone();
+        let mut consumer = consumer_args(&self.topic.name, &self.dlq.name, group);
         consumer.batch_max_events = 50;
         consumer.batch_max_wait_ms = 200;
-        consumer.retry_initial_backoff_ms = 50;
-        consumer.retry_max_backoff_ms = 500;
         consumer.statistics_interval_ms = 1_000;
         consumer.sink_ready_interval_ms = 200;
         Config { consumer, clickhouse: self.clickhouse_args(), telemetry: Default::default() }

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use bxb_consumer::{ConsumerArgs, Record, Sink, SinkError};
 use bxb_consumer_postgres::{Config, PostgresSink};
-use bxb_event::registry::RegistryArgs;
 use bxb_tests::kafka::{committed_offsets, wait_until_committed, EventPublisher};
-use bxb_tests::{kafka_args, schema_registry_url, unique, EphemeralTopic};
+use bxb_tests::{consumer_args, unique, EphemeralTopic};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -35,14 +34,8 @@ impl Stack {
     }
 
     fn consumer_args(&self, group: &str) -> ConsumerArgs {
-        let mut args = ConsumerArgs::new(kafka_args(), RegistryArgs::with_url(schema_registry_url()));
-        args.topic = self.topic.name.clone();
-        args.dlq_topic = self.dlq.name.clone();
-        args.group_id = Some(group.to_owned());
+        let mut args = consumer_args(&self.topic.name, &self.dlq.name, group);
         args.batch_max_events = 4;
-        args.batch_max_wait_ms = 100;
-        args.retry_initial_backoff_ms = 50;
-        args.retry_max_backoff_ms = 500;
         args
     }
 

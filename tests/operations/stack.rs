@@ -7,11 +7,10 @@ use bxb_consumer::ConsumerArgs;
 use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::ClickHouseArgs;
 use bxb_consumer_postgres::PostgresArgs;
-use bxb_event::registry::RegistryArgs;
 use bxb_event::Event;
 use bxb_tests::databases::{TestClickHouse, TestPostgres};
 use bxb_tests::kafka::{now_ms, wait_until_committed, EventPublisher};
-use bxb_tests::{clickhouse_url, kafka_args, schema_registry_url, unique, EphemeralTopic};
+use bxb_tests::{clickhouse_url, consumer_args, unique, EphemeralTopic};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -74,14 +73,8 @@ impl Stack {
     }
 
     fn consumer_args(&self, group: &str) -> ConsumerArgs {
-        let mut args = ConsumerArgs::new(kafka_args(), RegistryArgs::with_url(schema_registry_url()));
-        args.group_id = Some(group.to_owned());
-        args.topic = self.topic.name.clone();
-        args.dlq_topic = self.dlq.name.clone();
+        let mut args = consumer_args(&self.topic.name, &self.dlq.name, group);
         args.batch_max_events = 20;
-        args.batch_max_wait_ms = 100;
-        args.retry_initial_backoff_ms = 50;
-        args.retry_max_backoff_ms = 500;
         args
     }
 
