@@ -2,16 +2,24 @@
 //!
 //! Why a [`StreamConsumer`] polled from one task: librdkafka runs rebalance callbacks inside the
 //! poll, and only this loop polls. So a revocation can only happen at the points where the loop
-//! waits for Kafka — between records and during retry pauses — never in the middle of its
-//! bookkeeping, and the sink's future can borrow the batch without locks. A `BaseConsumer` on a
-//! blocking thread would need a channel to the async sink and a second place that owns the
-//! in-flight state for no gain.
+//! waits for Kafka — between records, while a batch is written and during retry pauses — never
+//! in the middle of its bookkeeping, and the write's future, polled by the same task, needs no
+//! locks. A `BaseConsumer` on a blocking thread would need a channel to the async sink and a
+//! second place that owns the in-flight state for no gain.
 //!
-//! Backpressure: the loop does not poll while a batch is being written, and while a failed
-//! batch waits for its next attempt every assigned partition is paused (librdkafka then drops
-//! what it prefetched and resumes from the last record handed to us), so memory stays bounded
-//! by one batch plus librdkafka's fetch queue. The loop keeps polling during the pause so that
-//! group membership and rebalances are served.
+//! Pipelining: while batch n is written, the loop goes on fetching, decoding and batching n+1,
+//! so the write overlaps everything else. At most one batch is in flight: when n+1 is full
+//! before n is written, the loop stops polling until it is. Batch n is completed (its offsets
+//! marked done and committed) before n+1 starts writing, so commits move strictly in order and
+//! only past what is written or dead-lettered. A revocation while n is written commits the
+//! revoked partitions' last completed point; n's records of them are dropped before its next
+//! attempt, or written anyway if the attempt was already under way (the stores are idempotent).
+//!
+//! Backpressure: while a failed batch waits for its next attempt every assigned partition is
+//! paused (librdkafka then drops what it prefetched and resumes from the last record handed to
+//! us), so memory stays bounded by two batches plus librdkafka's fetch queue. The loop keeps
+//! polling during the pause so that group membership and rebalances are served; the few
+//! records that arrive meanwhile go to the batch being built.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,8 +39,12 @@ use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::config::Settings;
 use crate::context::{Committer, RuntimeContext, Shared};
-use crate::dead_letter::{now_ms, DeadLetter, DeadLetterProducer};
-use crate::{metrics, Record, RuntimeError, Sink, SinkError};
+use crate::dead_letter::{DeadLetter, DeadLetterProducer};
+use crate::{metrics, Record, RuntimeError, Sink};
+
+mod write;
+
+use write::InFlightWrite;
 
 /// How long one metadata request at start may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,26 +102,43 @@ impl<S: Sink> Pipeline<S> {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
-        let mut batch = Batch::new(self.shared.tracker().revocations());
+        let (max_events, max_wait) = (self.settings.batch_max_events, self.settings.batch_max_wait);
+        let mut building = self.new_batch();
+        let mut writing: Option<InFlightWrite<'_>> = None;
         let mut commit_retry = tokio::time::interval(COMMIT_RETRY_INTERVAL);
         commit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = batch.deadline(self.settings.batch_max_wait);
+            if writing.is_none() && (building.is_full(max_events) || building.deadline(max_wait).is_some_and(|d| d <= Instant::now())) {
+                let batch = std::mem::replace(&mut building, self.new_batch());
+                writing = Some(Box::pin(self.write_until_done(batch, shutdown)));
+            }
+            let deadline = if writing.is_none() { building.deadline(max_wait) } else { None };
+            // A full batch waits for the one in flight; while that one is retried the
+            // partitions are paused, and polling goes on so that rebalances are served.
+            let receive = !building.is_full(max_events) || self.shared.paused.load(Ordering::SeqCst);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = sleep_until(deadline) => self.flush(&mut batch, shutdown).await?,
-                _ = commit_retry.tick() => self.commit_pending(),
-                message = self.consumer.recv() => {
-                    self.accept(message, &mut batch, shutdown).await?;
-                    if batch.is_full(self.settings.batch_max_events) {
-                        self.flush(&mut batch, shutdown).await?;
-                    }
+                (batch, outcome) = async { writing.as_mut().expect("checked").await }, if writing.is_some() => {
+                    writing = None;
+                    self.finish_write(&batch, outcome)?;
                 }
+                () = sleep_until(deadline) => {}
+                _ = commit_retry.tick() => self.commit_pending(),
+                message = self.consumer.recv(), if receive => self.accept(message, &mut building, shutdown).await?,
             }
         }
-        tracing::info!(pending = batch.len(), "shutting down: writing the current batch");
-        self.flush(&mut batch, shutdown).await
+        if let Some(in_flight) = writing.take() {
+            let (batch, outcome) = in_flight.await;
+            self.finish_write(&batch, outcome)?;
+        }
+        tracing::info!(pending = building.len(), "shutting down: writing the current batch");
+        let (batch, outcome) = self.write_until_done(building, shutdown).await;
+        self.finish_write(&batch, outcome)
+    }
+
+    fn new_batch(&self) -> Batch {
+        Batch::new(self.shared.tracker().revocations())
     }
 
     /// Decodes one record into the batch: an event, or a dead letter when it is poison. A
@@ -165,137 +194,6 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// Writes the batch (events to the sink, poison to the dead-letter topic) until it succeeds,
-    /// then commits. A retried batch is written again whole, never skipped; after shutdown a
-    /// failed batch is left uncommitted for the next owner instead.
-    async fn flush(&self, batch: &mut Batch, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut backoff = Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff);
-        let mut overflow: Option<Batch> = None;
-        let mut paused = false;
-        let outcome = loop {
-            let handed_over = batch.drop_revoked(&self.shared.tracker());
-            if handed_over > 0 {
-                ::metrics::counter!(metrics::HANDED_OVER, "sink" => self.shared.sink).increment(handed_over as u64);
-                tracing::info!(handed_over, "dropped in-flight records of revoked partitions");
-            }
-            if batch.is_empty() {
-                break Ok(true);
-            }
-            match self.write_once(batch, backoff.attempts()).await {
-                Ok(()) => break Ok(true),
-                Err(WriteFailure::Fatal(error)) => break Err(error),
-                Err(WriteFailure::Retry(error)) => {
-                    self.sink_ready.store(false, Ordering::Relaxed);
-                    ::metrics::counter!(metrics::WRITE_RETRIES, "sink" => self.shared.sink).increment(1);
-                    if shutdown.is_cancelled() {
-                        tracing::warn!(%error, records = batch.len(), "shutting down with an unwritten batch; it stays uncommitted");
-                        break Ok(false);
-                    }
-                    if !paused {
-                        self.set_paused(true);
-                        paused = true;
-                    }
-                    let pause = backoff.next();
-                    tracing::warn!(%error, attempt = backoff.attempts(), ?pause, records = batch.len(), "write failed; retrying the same batch");
-                    self.pause_serving_rebalances(pause, &mut overflow, shutdown).await?;
-                }
-            }
-        };
-        if paused {
-            self.set_paused(false);
-        }
-        if outcome? {
-            self.complete(batch);
-        }
-        *batch = overflow.unwrap_or_else(|| Batch::new(self.shared.tracker().revocations()));
-        Ok(())
-    }
-
-    /// One attempt at the whole batch: dead letters and the sink write run concurrently, and
-    /// the batch is done only if both are.
-    async fn write_once(&self, batch: &mut Batch, attempt: u32) -> Result<(), WriteFailure> {
-        let span = tracing::info_span!(
-            "bxb_consumer.write_batch",
-            sink = self.shared.sink,
-            events = batch.records.len(),
-            dead_letters = batch.dead_letters.len(),
-            attempt,
-        );
-        let started = Instant::now();
-        let records = &batch.records;
-        let write = async {
-            if records.is_empty() { Ok(()) } else { self.sink.write(records).await }
-        };
-        let (dead_lettered, written) =
-            tokio::join!(self.dead_letters.deliver(&mut batch.dead_letters), write.instrument(span));
-        let sink = self.shared.sink;
-        let outcome = match (dead_lettered, written) {
-            (Err(SinkError::Fatal(message)), _) => Err(WriteFailure::Fatal(RuntimeError::DeadLetter(message))),
-            (_, Err(SinkError::Fatal(message))) => Err(WriteFailure::Fatal(RuntimeError::Sink { sink, message })),
-            (Err(SinkError::Retry(message)), _) | (_, Err(SinkError::Retry(message))) => Err(WriteFailure::Retry(message)),
-            (Ok(()), Ok(())) => Ok(()),
-        };
-        let label = match &outcome {
-            Ok(()) => "ok",
-            Err(WriteFailure::Retry(_)) => "retry",
-            Err(WriteFailure::Fatal(_)) => "fatal",
-        };
-        ::metrics::histogram!(metrics::WRITE_DURATION, "sink" => self.shared.sink, "outcome" => label)
-            .record(started.elapsed().as_secs_f64());
-        outcome
-    }
-
-    /// Waits out a retry pause while serving rebalances. Partitions are paused, so records
-    /// arrive only if fetched just before the pause; they go to the next batch.
-    async fn pause_serving_rebalances(
-        &self,
-        pause: Duration,
-        overflow: &mut Option<Batch>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), RuntimeError> {
-        let until = Instant::now() + pause;
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep_until(until) => return Ok(()),
-                message = self.consumer.recv() => {
-                    let revocations = self.shared.tracker().revocations();
-                    let next = overflow.get_or_insert_with(|| Batch::new(revocations));
-                    self.accept(message, next, shutdown).await?;
-                }
-            }
-        }
-    }
-
-    /// Marks the batch's offsets done, commits asynchronously and records what was written.
-    fn complete(&self, batch: &mut Batch) {
-        {
-            let mut tracker = self.shared.tracker();
-            for (partition, offset) in batch.offsets() {
-                tracker.done(partition, offset);
-            }
-        }
-        self.commit_pending();
-        self.sink_ready.store(true, Ordering::Relaxed);
-
-        let sink = self.shared.sink;
-        ::metrics::histogram!(metrics::BATCH_SIZE, "sink" => sink).record(batch.len() as f64);
-        ::metrics::counter!(metrics::WRITTEN, "sink" => sink).increment(batch.records.len() as u64);
-        for letter in &batch.dead_letters {
-            ::metrics::counter!(metrics::DEAD_LETTERED, "sink" => sink, "reason" => letter.reason().as_str()).increment(1);
-        }
-        let now = now_ms();
-        let latency = ::metrics::histogram!(metrics::END_TO_END_LATENCY, "sink" => sink);
-        for ingested in batch.records.iter().filter_map(|r| r.ingested_at_ms) {
-            latency.record((now - ingested).max(0) as f64 / 1000.0);
-        }
-        tracing::debug!(written = batch.records.len(), dead_lettered = batch.dead_letters.len(), "batch complete");
-    }
-
     fn commit_pending(&self) {
         self.committer.lock().unwrap_or_else(|e| e.into_inner()).commit_pending(&self.consumer, &self.shared);
     }
@@ -309,14 +207,6 @@ impl<S: Sink> Pipeline<S> {
             tracing::warn!(%error, paused, "could not pause or resume partitions");
         }
     }
-}
-
-/// How an attempt to write a batch failed.
-enum WriteFailure {
-    /// Try the same batch again after a pause.
-    Retry(String),
-    /// Stop: the sink or the dead-letter topic can never take it.
-    Fatal(RuntimeError),
 }
 
 fn consumer_config(settings: &Settings) -> ClientConfig {
