@@ -1,12 +1,14 @@
-//! Topic administration: what `./dev/up`, the Kubernetes topic Job and the tests use.
+//! Topic administration and consumer-group positions: what `./dev/up`, the Kubernetes topic
+//! Job, the chaos run and the tests use.
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Creates `topic` with `partitions` and `replication`, or does nothing if it exists.
 pub async fn ensure_topic(
@@ -37,4 +39,69 @@ pub async fn delete_topic(config: &ClientConfig, topic: &str) -> Result<(), Kafk
     let admin: AdminClient<DefaultClientContext> = config.create()?;
     admin.delete_topics(&[topic], &AdminOptions::new()).await?;
     Ok(())
+}
+
+/// Where a consumer group stands on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionPosition {
+    pub partition: i32,
+    /// The group's committed offset, if it has committed one.
+    pub committed: Option<i64>,
+    /// The first offset the partition still holds.
+    pub low: i64,
+    /// One past the last record.
+    pub high: i64,
+}
+
+impl PartitionPosition {
+    /// Records the group has not committed yet. Without a commit the group starts from `low`
+    /// (the consumers use `auto.offset.reset=earliest`).
+    pub fn lag(&self) -> i64 {
+        (self.high - self.committed.unwrap_or(self.low).clamp(self.low, self.high)).max(0)
+    }
+}
+
+/// The committed offset and watermarks of every partition of `topic` for `group`, read without
+/// joining the group (safe while its consumers run). Blocking: call it from `spawn_blocking`.
+pub fn group_positions(config: &ClientConfig, group: &str, topic: &str, timeout: Duration) -> Result<Vec<PartitionPosition>, KafkaError> {
+    let consumer: BaseConsumer = config.clone().set("group.id", group).set("enable.auto.commit", "false").create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    partitions
+        .into_iter()
+        .map(|partition| {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let committed = match committed.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            Ok(PartitionPosition { partition, committed, low, high })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_from_the_commit_or_the_first_held_offset() {
+        let at = |committed, low, high| PartitionPosition { partition: 0, committed, low, high }.lag();
+        assert_eq!(at(Some(7), 0, 10), 3);
+        assert_eq!(at(Some(10), 0, 10), 0);
+        assert_eq!(at(None, 4, 10), 6);
+        // A commit below the retained range counts from what is still held.
+        assert_eq!(at(Some(1), 4, 10), 6);
+        assert_eq!(at(None, 0, 0), 0);
+    }
 }
