@@ -18,7 +18,7 @@ pub fn dockerfile_arg(dockerfile: &str, arg: &str) -> Vec<String> {
 }
 
 /// Packages whose binaries are development tools, run from a checkout, never deployed.
-const NOT_DEPLOYED: &[&str] = &["bxb-bench"];
+const NOT_DEPLOYED: &[&str] = &["bxb-bench", "bxb-chaos"];
 
 #[test]
 fn the_image_ships_every_workspace_binary() {

@@ -1,0 +1,28 @@
+//! The chaos run of the bxb pipeline (`./dev/chaos`, issue 9): does the pipeline lose or
+//! double count anything when its processes die and its broker goes away?
+//!
+//! ```text
+//! load generator ──HTTP, retries until 202──▶ gateway ──▶ Kafka (stopped and started once)
+//!                                                            │
+//!                  consumer-clickhouse (kill -9 ×3) ◀────────┼────────▶ consumer-postgres (kill -9 ×3)
+//!                                                            │
+//!   catch up → count both stores → replay both groups from the earliest offset → count again
+//! ```
+//!
+//! The load generator knows every identity the gateway accepted (a `202`): ClickHouse's billing
+//! query must count exactly those, PostgreSQL must hold exactly the billable ones, once each,
+//! and `bxbctl verify` must find the two stores in agreement. Everything runs as processes on
+//! the local stack with the run's own topic, groups and databases.
+
+pub mod consumers;
+pub mod faults;
+pub mod load;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod settings;
+pub mod stores;
+pub mod tally;
+
+pub use report::Report;
+pub use settings::ChaosArgs;

@@ -1,0 +1,378 @@
+//! One chaos run, in order: its own topic, groups, databases and API keys; both consumers and
+//! the gateway as processes; the load with the faults at their moments; catch-up; the counts;
+//! a replay of both groups from the earliest offset with `bxbctl`; catch-up and counts again;
+//! `bxbctl verify`; cleanup.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bxb_bench::process::{self, Running};
+use bxb_bench::settings::postgres_url_for;
+use bxb_kafka::KafkaArgs;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use uuid::Uuid;
+
+use crate::consumers::{Instance, Kind};
+use crate::faults::{self, Fault};
+use crate::load::{self, Gateway, Progress};
+use crate::plan::{self, PlanShape, PlannedEvent, Retry, BILLABLE_CODES};
+use crate::report::{FaultRecord, Report};
+use crate::settings::ChaosArgs;
+use crate::stores;
+use crate::tally::{tally, Identity};
+
+const PARTITIONS: i32 = 4;
+
+/// The names a run owns (never the dev stack's `events`, `bxb` or `bxb-*`).
+struct Names {
+    topic: String,
+    dlq: String,
+    clickhouse_group: String,
+    postgres_group: String,
+    database: String,
+}
+
+impl Names {
+    fn new() -> Self {
+        let id = &Uuid::new_v4().simple().to_string()[..10];
+        Self {
+            topic: format!("chaos-{id}-events"),
+            dlq: format!("chaos-{id}-dlq"),
+            clickhouse_group: format!("chaos-{id}-clickhouse"),
+            postgres_group: format!("chaos-{id}-postgres"),
+            database: format!("bxb_chaos_{id}"),
+        }
+    }
+}
+
+struct Chaos {
+    args: ChaosArgs,
+    names: Names,
+    kafka: ClientConfig,
+    report: Report,
+    started: Instant,
+}
+
+pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let names = Names::new();
+    args.work_dir = args.work_dir.join(&names.topic);
+    std::fs::create_dir_all(&args.work_dir)?;
+    let kafka = KafkaArgs::plaintext(args.kafka_brokers.clone()).client_config()?;
+    let mut chaos = Chaos { report: environment(seed, &args), args, names, kafka, started: Instant::now() };
+    eprintln!("chaos: seed {seed}, topic {}, logs in {}", chaos.names.topic, chaos.args.work_dir.display());
+    let deadline = chaos.args.deadline();
+    match tokio::time::timeout(deadline, chaos.exercise(seed)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => chaos.report.errors.push(format!("{error:#}")),
+        Err(_) => chaos.report.errors.push(format!("not finished within the deadline of {deadline:?}")),
+    }
+    if !chaos.args.keep {
+        chaos.cleanup().await;
+    }
+    chaos.report.total_seconds = chaos.started.elapsed().as_secs_f64();
+    Ok(chaos.report)
+}
+
+fn environment(seed: u64, args: &ChaosArgs) -> Report {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024);
+    Report {
+        date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        memory_bytes,
+        seed,
+        organizations: args.organizations,
+        offered_rate_events_per_s: args.rate,
+        ..Default::default()
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Chaos {
+    fn consumer(&self, kind: Kind) -> Instance {
+        let args = &self.args;
+        let (group, store) = match kind {
+            Kind::ClickHouse => (&self.names.clickhouse_group, vec![("BXB_CLICKHOUSE_URL", args.clickhouse_url.clone()), ("BXB_CLICKHOUSE_DATABASE", self.names.database.clone())]),
+            Kind::Postgres => (
+                &self.names.postgres_group,
+                vec![("BXB_POSTGRES_URL", postgres_url_for(&args.postgres_url, &self.names.database)), ("BXB_BILLABLE_CODES", BILLABLE_CODES.join(","))],
+            ),
+        };
+        let mut env: Vec<(String, String)> = [
+            ("BXB_KAFKA_BROKERS", args.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL", args.registry_url.clone()),
+            ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
+            ("BXB_DLQ_TOPIC", self.names.dlq.clone()),
+            ("BXB_CONSUMER_GROUP", group.clone()),
+        ]
+        .into_iter()
+        .chain(store)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(args.consumer_env.iter().filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())));
+        Instance::new(kind, env, args.bin_dir.clone(), args.work_dir.clone())
+    }
+
+    async fn create_keys(&self) -> anyhow::Result<(std::path::PathBuf, Vec<Uuid>, Vec<String>)> {
+        let file = self.args.work_dir.join("api-keys.json");
+        let file_arg = file.display().to_string();
+        let (mut organizations, mut keys) = (Vec::new(), Vec::new());
+        for _ in 0..self.args.organizations.max(1) {
+            let organization = Uuid::new_v4();
+            let org = organization.to_string();
+            let key = process::output(&self.args.bin_dir, "gateway", &["api-key", "create", "--organization-id", &org, "--file", &file_arg], &[]).await?;
+            organizations.push(organization);
+            keys.push(key.trim().to_owned());
+        }
+        Ok((file, organizations, keys))
+    }
+
+    async fn start_gateway(&self, key_file: &std::path::Path) -> anyhow::Result<Running> {
+        let env: Vec<(String, String)> = [
+            ("BXB_KAFKA_BROKERS", self.args.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL", self.args.registry_url.clone()),
+            ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
+            ("BXB_API_KEYS_FILE", key_file.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        process::start(&self.args.bin_dir, "gateway", "gateway", &env, &self.args.work_dir).await
+    }
+
+    async fn exercise(&mut self, seed: u64) -> anyhow::Result<()> {
+        bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.topic, PARTITIONS, 1, &[]).await.context("creating the run's topic")?;
+        bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.dlq, 1, 1, &[]).await.context("creating the run's DLQ topic")?;
+        let mut admin = sqlx::PgPool::connect(&self.args.postgres_url).await.context("connecting to PostgreSQL")?;
+        sqlx::query(&format!("CREATE DATABASE \"{}\"", self.names.database)).execute(&admin).await?;
+        admin.close().await;
+        admin = sqlx::PgPool::connect(&postgres_url_for(&self.args.postgres_url, &self.names.database)).await?;
+
+        let (key_file, organizations, keys) = self.create_keys().await?;
+        let mut clickhouse = self.consumer(Kind::ClickHouse);
+        let mut postgres = self.consumer(Kind::Postgres);
+        clickhouse.start().await?;
+        postgres.start().await?;
+        let gateway_process = self.start_gateway(&key_file).await?;
+        let gateway = Gateway::new(gateway_process.port, keys)?;
+
+        let start_ms = now_ms();
+        let shape = PlanShape {
+            distinct_events: self.args.events,
+            organizations: organizations.len(),
+            batch_events: self.args.batch_events,
+            retry_fraction: self.args.retry_fraction,
+            now_ms: start_ms,
+        };
+        let plan = Arc::new(plan::plan(seed, shape));
+        self.report.planned_distinct_events = plan.distinct_events;
+        self.report.planned_retries = plan.retries;
+        self.report.planned_retries_with_other_timestamp = plan.retries_with_other_timestamp;
+        let probe = PlannedEvent {
+            organization: 0,
+            transaction_id: format!("chaos-{seed:x}-outage-probe"),
+            code: BILLABLE_CODES[0],
+            timestamp_ms: start_ms - 1_000,
+            customer: 0,
+            value: 1.0,
+            decimal_value: None,
+            retry: Retry::No,
+        };
+
+        // The load runs on its own task; the faults happen here at their moments.
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let schedule = faults::schedule(&mut rng, self.args.kills, self.args.load_duration());
+        let progress = Arc::new(Progress::default());
+        let load_deadline = self.started + self.args.deadline().mul_f64(0.6);
+        let load_started = Instant::now();
+        let load = tokio::spawn(load::offer(gateway.clone(), plan.clone(), self.args.rate, self.args.concurrency, load_deadline, progress.clone()));
+        let reporter = tokio::spawn(report_progress(progress.clone(), plan.distinct_events + plan.retries));
+        let mut probe_accepted = false;
+        for (planned_at, fault) in schedule {
+            tokio::time::sleep(planned_at.saturating_sub(load_started.elapsed())).await;
+            let at_s = load_started.elapsed().as_secs_f64();
+            let back_after_s = match fault {
+                Fault::Kill(kind) => {
+                    let instance = if kind == Kind::ClickHouse { &mut clickhouse } else { &mut postgres };
+                    instance.kill().await?;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
+                    instance.start().await?.as_secs_f64()
+                }
+                Fault::BrokerRestart => {
+                    let body = serde_json::json!({ "events": [probe.json()] }).to_string();
+                    let answer_limit = Duration::from_millis(self.args.outage_answer_limit_ms);
+                    let outage = faults::broker_restart(&gateway, &self.args.broker_stop_command, &self.args.broker_start_command, body, answer_limit).await?;
+                    probe_accepted = outage.probe_accepted_after;
+                    let back = outage.recovered_after_ms.unwrap_or(0) as f64 / 1000.0;
+                    self.report.outage = Some(outage);
+                    back
+                }
+            };
+            eprintln!("chaos: {fault:?} at {at_s:.1} s, back after {back_after_s:.1} s");
+            self.report.faults.push(FaultRecord { fault, planned_at_s: planned_at.as_secs_f64(), at_s, back_after_s });
+        }
+        self.report.load = load.await.context("load generator")?;
+        reporter.abort();
+
+        // What the gateway accepted: the truth both stores are compared with.
+        let mut accepted: HashSet<Identity> = HashSet::new();
+        let mut billable: HashSet<Identity> = HashSet::new();
+        let accepted_events = plan.requests.iter().zip(&self.report.load.accepted).filter(|(_, ok)| **ok).flat_map(|(r, _)| &r.events);
+        for event in accepted_events.chain(probe_accepted.then_some(&probe)) {
+            let identity = (organizations[event.organization], event.transaction_id.clone());
+            if event.billable() {
+                billable.insert(identity.clone());
+            }
+            accepted.insert(identity);
+        }
+        self.report.accepted_distinct_events = accepted.len();
+        self.report.accepted_billable_events = billable.len();
+
+        let clickhouse_client = clickhouse::Client::default().with_url(&self.args.clickhouse_url).with_database(&self.names.database).with_validation(false);
+        let range_ms = (start_ms - 8 * 3_600_000, now_ms() + 3_600_000);
+        self.report.catch_up_seconds = self.caught_up().await?;
+        self.report.after_faults = self.tallies(&clickhouse_client, &admin, range_ms, &accepted, &billable).await?;
+
+        clickhouse.stop().await?;
+        postgres.stop().await?;
+        for group in [&self.names.clickhouse_group, &self.names.postgres_group] {
+            self.replay_from_earliest(group).await?;
+        }
+        clickhouse.start().await?;
+        postgres.start().await?;
+        self.report.replay_catch_up_seconds = self.caught_up().await?;
+        self.report.after_replay = self.tallies(&clickhouse_client, &admin, range_ms, &accepted, &billable).await?;
+        self.report.dead_lettered = self.dead_lettered().await?;
+        self.report.verify = Some(self.verify(range_ms).await?);
+
+        for instance in [&mut clickhouse, &mut postgres] {
+            instance.stop().await?;
+            self.report.kills.push((instance.kind.binary().to_owned(), instance.kills));
+            self.report.peak_rss_bytes.push((instance.kind.binary().to_owned(), instance.peak_rss_bytes));
+        }
+        if let Some(rss) = gateway_process.peak_rss_bytes() {
+            self.report.peak_rss_bytes.push(("gateway".into(), rss));
+        }
+        gateway_process.stop().await?;
+        admin.close().await;
+        Ok(())
+    }
+
+    async fn tallies(
+        &self,
+        clickhouse: &clickhouse::Client,
+        postgres: &sqlx::PgPool,
+        range_ms: (i64, i64),
+        accepted: &HashSet<Identity>,
+        billable: &HashSet<Identity>,
+    ) -> anyhow::Result<Vec<crate::tally::StoreTally>> {
+        let ch = stores::clickhouse(clickhouse, range_ms).await.context("counting in ClickHouse")?;
+        let pg = stores::postgres(postgres).await.context("counting in PostgreSQL")?;
+        Ok(vec![tally("clickhouse", accepted, &ch.identities, ch.counted), tally("postgres", billable, &pg.identities, pg.counted)])
+    }
+
+    /// Waits until both groups have committed the end of every partition.
+    async fn caught_up(&self) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            let mut lag = 0;
+            for group in [&self.names.clickhouse_group, &self.names.postgres_group] {
+                let (config, group, topic) = (self.kafka.clone(), group.clone(), self.names.topic.clone());
+                let positions = tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, &group, &topic, Duration::from_secs(10))).await??;
+                lag += positions.iter().map(|p| p.lag()).sum::<i64>();
+            }
+            if lag == 0 {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            if last_report.elapsed() > Duration::from_secs(10) {
+                eprintln!("chaos: waiting for the consumers, {lag} record(s) of lag");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `bxbctl replay --to-earliest --execute`, retried while the stopped consumers' group still
+    /// lists members.
+    async fn replay_from_earliest(&self, group: &str) -> anyhow::Result<()> {
+        let args = ["replay", "--group", group, "--topic", &self.names.topic, "--to-earliest", "--execute", "--kafka-brokers", &self.args.kafka_brokers];
+        let until = Instant::now() + Duration::from_secs(90);
+        loop {
+            match process::output(&self.args.bin_dir, "bxbctl", &args, &[]).await {
+                Ok(out) => {
+                    eprintln!("chaos: {}", out.lines().last().unwrap_or_default());
+                    return Ok(());
+                }
+                Err(error) if Instant::now() < until => {
+                    eprintln!("chaos: replay of {group} not possible yet ({error:#}); retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn dead_lettered(&self) -> anyhow::Result<i64> {
+        let (config, topic) = (self.kafka.clone(), self.names.dlq.clone());
+        let positions = tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, "chaos-dlq-count", &topic, Duration::from_secs(10))).await??;
+        Ok(positions.iter().map(|p| p.high - p.low).sum())
+    }
+
+    async fn verify(&self, range_ms: (i64, i64)) -> anyhow::Result<(bool, String)> {
+        let rfc3339 = |ms: i64| -> anyhow::Result<String> {
+            Ok(time::OffsetDateTime::from_unix_timestamp(ms / 1000)?.format(&time::format_description::well_known::Rfc3339)?)
+        };
+        let (from, to) = (rfc3339(range_ms.0)?, rfc3339(range_ms.1)?);
+        let postgres_url = postgres_url_for(&self.args.postgres_url, &self.names.database);
+        let codes = BILLABLE_CODES.join(",");
+        let out = tokio::process::Command::new(self.args.bin_dir.join("bxbctl"))
+            .args(["verify", "--from", &from, "--to", &to, "--postgres-url", &postgres_url, "--billable-codes", &codes])
+            .args(["--clickhouse-url", &self.args.clickhouse_url, "--clickhouse-database", &self.names.database])
+            .output()
+            .await
+            .context("running bxbctl verify")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some(last) = stdout.lines().last() else {
+            bail!("bxbctl verify printed nothing: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        Ok((out.status.success(), last.to_owned()))
+    }
+
+    async fn cleanup(&self) {
+        if let Ok(admin) = self.kafka.create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>() {
+            let options = rdkafka::admin::AdminOptions::new();
+            let _ = admin.delete_groups(&[&self.names.clickhouse_group, &self.names.postgres_group], &options).await;
+            let _ = admin.delete_topics(&[&self.names.topic, &self.names.dlq], &options).await;
+        }
+        let client = clickhouse::Client::default().with_url(&self.args.clickhouse_url);
+        let _ = client.query(&format!("DROP DATABASE IF EXISTS {}", self.names.database)).execute().await;
+        if let Ok(admin) = sqlx::PgPool::connect(&self.args.postgres_url).await {
+            let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1").bind(&self.names.database).execute(&admin).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\"", self.names.database)).execute(&admin).await;
+        }
+    }
+}
+
+async fn report_progress(progress: Arc<Progress>, offered: usize) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        eprintln!(
+            "chaos: {}/{offered} events accepted, {} attempts, {} answered 'not now'",
+            progress.accepted_events.load(Ordering::Relaxed),
+            progress.attempts.load(Ordering::Relaxed),
+            progress.unavailable.load(Ordering::Relaxed)
+        );
+    }
+}
