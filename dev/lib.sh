@@ -146,3 +146,27 @@ EOF
 }
 
 source "$BXB_ROOT/dev/services.sh"
+
+# Starts the services that are not running, stops them again when the script exits (unless
+# BXB_KEEP_STACK=1), and exports their addresses (.dev/env) to the rest of the script.
+STARTED_SERVICES=()
+stop_started_services() {
+  if [ "${BXB_KEEP_STACK:-0}" != 1 ]; then
+    for (( i=${#STARTED_SERVICES[@]}-1; i>=0; i-- )); do stop_service "${STARTED_SERVICES[$i]}" || true; done
+  fi
+}
+start_missing_services() {
+  trap stop_started_services EXIT
+  local name
+  for name in "${SERVICES[@]}"; do
+    if ! is_running "$name"; then
+      start_service "$name"
+      STARTED_SERVICES+=("$name")
+    fi
+  done
+  write_env_file
+  set -a
+  # shellcheck disable=SC1091
+  source "$BXB_STATE/env"
+  set +a
+}
