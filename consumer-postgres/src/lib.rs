@@ -6,9 +6,9 @@
 //!                                               ├─ first record of each identity in the batch
 //!                                               ├─ partitions of `events` created on demand
 //!                                               └─ one transaction (synchronous_commit = on):
-//!                                                  COPY BINARY → temp staging table
-//!                                                  → INSERT event_keys ON CONFLICT DO NOTHING
-//!                                                  → INSERT events for the new keys only
+//!                                                  INSERT event_keys (unnest of the keys)
+//!                                                    ON CONFLICT DO NOTHING RETURNING the new ones
+//!                                                  → COPY BINARY into events, new keys only
 //!                                         ◀── Ok only after COMMIT: then the runtime commits offsets
 //! ```
 //!

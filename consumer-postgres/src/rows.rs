@@ -1,41 +1,74 @@
-//! Records as rows of the staging table, in the binary `COPY` format.
+//! Records as rows of `events`, in the binary `COPY` format, and their identity keys as the
+//! arrays of the `event_keys` insert.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use bxb_consumer::Record;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::copy_binary::{BinaryCopyWriter, CopyEncodeError};
+use crate::partitions::datetime;
 
-/// The staging table of one write transaction: the columns of `events` that come from the record.
-/// Temporary and dropped at commit, so it needs no cleanup and works through a transaction-mode
-/// connection pooler.
-pub(crate) const CREATE_STAGING: &str = "CREATE TEMPORARY TABLE bxb_events_staging (
-    organization_id uuid NOT NULL,
-    transaction_id text NOT NULL,
-    external_customer_id text NOT NULL,
-    code text NOT NULL,
-    \"timestamp\" timestamptz NOT NULL,
-    properties jsonb NOT NULL,
-    value double precision,
-    decimal_value numeric,
-    ingested_at timestamptz,
-    kafka_partition integer NOT NULL,
-    kafka_offset bigint NOT NULL
-) ON COMMIT DROP";
-
-pub(crate) const COPY_STAGING: &str = "COPY bxb_events_staging (organization_id, transaction_id, \
+/// The columns of `events` that come from the record; `written_at` takes its default, the
+/// transaction's `now()`.
+pub const COPY_EVENTS: &str = "COPY events (organization_id, transaction_id, \
     external_customer_id, code, \"timestamp\", properties, value, decimal_value, ingested_at, \
     kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)";
 
-const STAGING_COLUMNS: i16 = 11;
+const EVENT_COLUMNS: i16 = 11;
 
-/// The binary `COPY` stream of `records`, in [`COPY_STAGING`]'s column order.
+/// The identity keys of a batch as parallel arrays, bound as `uuid[]`, `text[]`, `timestamptz[]`.
+#[derive(Debug, Default)]
+pub struct Keys<'a> {
+    pub organization_ids: Vec<Uuid>,
+    pub transaction_ids: Vec<&'a str>,
+    pub timestamps: Vec<OffsetDateTime>,
+}
+
+impl<'a> Keys<'a> {
+    pub fn of(records: &[&'a Record]) -> Self {
+        let mut keys = Self {
+            organization_ids: Vec::with_capacity(records.len()),
+            transaction_ids: Vec::with_capacity(records.len()),
+            timestamps: Vec::with_capacity(records.len()),
+        };
+        for record in records {
+            let event = &record.event;
+            keys.organization_ids.push(event.organization_id);
+            keys.transaction_ids.push(&event.transaction_id);
+            // Exact: event timestamps are validated to lie between 1970 and 2106.
+            keys.timestamps.push(datetime(event.timestamp_ms));
+        }
+        keys
+    }
+}
+
+/// `records` whose identity is among `new_keys`, in their order.
+pub fn only_new<'a>(records: &[&'a Record], new_keys: &[(Uuid, String)]) -> Vec<&'a Record> {
+    if new_keys.len() == records.len() {
+        // Every key of the batch went in (the usual case): the records are one per identity.
+        return records.to_vec();
+    }
+    let mut by_organization: HashMap<Uuid, HashSet<&str>> = HashMap::new();
+    for (organization_id, transaction_id) in new_keys {
+        by_organization.entry(*organization_id).or_default().insert(transaction_id);
+    }
+    records
+        .iter()
+        .filter(|r| by_organization.get(&r.event.organization_id).is_some_and(|t| t.contains(r.event.transaction_id.as_str())))
+        .copied()
+        .collect()
+}
+
+/// The binary `COPY` stream of `records`, in [`COPY_EVENTS`]'s column order.
 pub fn encode(records: &[&Record]) -> Result<Vec<u8>, CopyEncodeError> {
     let estimate: usize = records.iter().map(|r| 160 + r.event.properties.len()).sum();
     let mut w = BinaryCopyWriter::with_capacity(estimate);
     for record in records {
         let event = &record.event;
-        w.row(STAGING_COLUMNS).uuid(&event.organization_id);
+        w.row(EVENT_COLUMNS).uuid(&event.organization_id);
         w.text(&event.transaction_id)?;
         w.text(&event.external_customer_id)?;
         w.text(&event.code)?;
@@ -93,6 +126,39 @@ pub fn storable_json(json: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(organization: u128, transaction_id: &str, offset: i64) -> Record {
+        Record {
+            event: bxb_event::Event {
+                organization_id: Uuid::from_u128(organization),
+                transaction_id: transaction_id.into(),
+                external_customer_id: "c".into(),
+                code: "calls".into(),
+                timestamp_ms: 1_795_000_000_123,
+                properties: "{}".into(),
+                value: None,
+                decimal_value: None,
+            },
+            partition: 0,
+            offset,
+            ingested_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_the_records_of_new_keys_are_copied() {
+        let batch = [record(1, "a", 0), record(2, "a", 1), record(1, "b", 2)];
+        let records: Vec<&Record> = batch.iter().collect();
+        let keys = Keys::of(&records);
+        assert_eq!(keys.transaction_ids, ["a", "a", "b"]);
+        assert_eq!(keys.timestamps[0].unix_timestamp_nanos(), 1_795_000_000_123_000_000);
+        let offsets = |new: &[(Uuid, String)]| only_new(&records, new).iter().map(|r| r.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(&[(Uuid::from_u128(2), "a".into())]), [1]);
+        assert_eq!(offsets(&[(Uuid::from_u128(1), "b".into()), (Uuid::from_u128(1), "a".into())]), [0, 2]);
+        assert_eq!(offsets(&[]), Vec::<i64>::new());
+        let all: Vec<(Uuid, String)> = batch.iter().map(|r| (r.event.organization_id, r.event.transaction_id.clone())).collect();
+        assert_eq!(offsets(&all), [0, 1, 2]);
+    }
 
     #[test]
     fn only_real_nul_escapes_are_replaced() {

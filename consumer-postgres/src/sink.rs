@@ -7,11 +7,12 @@ use bxb_consumer::{Record, Sink, SinkError};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::billable::BillableMetrics;
 use crate::error::{sink_error, sqlstate, PostgresError, NO_PARTITION_FOR_ROW};
 use crate::partitions::Partitions;
-use crate::rows::{self, COPY_STAGING, CREATE_STAGING};
+use crate::rows::{self, COPY_EVENTS};
 use crate::select::{select, Skip};
 use crate::PostgresArgs;
 
@@ -21,11 +22,14 @@ use crate::PostgresArgs;
 /// and a key that includes `timestamp` would let a retry with a different timestamp (a client that
 /// omitted it and retried) in as a second row. So each batch, in one transaction:
 ///
-/// 1. `INSERT INTO event_keys ... ON CONFLICT DO NOTHING RETURNING` the keys that were new;
-/// 2. `INSERT INTO events` only the staged rows of those keys.
+/// 1. this statement inserts the batch's keys, sent as three arrays, and returns those that were
+///    new (a key stored by an earlier batch, a replay or another consumer is left alone);
+/// 2. a binary `COPY` writes the events of exactly those keys into `events`.
 ///
-/// A concurrent transaction inserting the same key waits on the first one's row lock, then finds
-/// the key taken (or takes it if the first rolled back), so two consumers never both write it.
+/// Each event is written once to each table and nothing else: no staging table (which cost a
+/// catalog entry per batch and a third copy of every row) and no join. A concurrent transaction
+/// inserting the same key waits on the first one's row lock, then finds the key taken (or takes
+/// it if the first rolled back), so two consumers never both write it.
 ///
 /// The cost: the key table grows with `events` (a B-tree of ~50 bytes per event plus the key) and
 /// every write pays one more index insert. Its retention follows the events retention: after
@@ -33,23 +37,13 @@ use crate::PostgresArgs;
 /// partition, set-based in chunks (see `partitions::Partitions::drop_expired`). Hash-partitioning
 /// the key table was considered and rejected: it splits the B-tree but neither avoids the deletes
 /// (a key's partition is not its age) nor speeds them up.
-const INSERT_NEW_EVENTS: &str = r#"
-WITH new_keys AS (
-    INSERT INTO event_keys (organization_id, transaction_id, "timestamp")
-    SELECT organization_id, transaction_id, "timestamp" FROM bxb_events_staging
-    -- One lock order for every writer: concurrent batches sharing keys wait, never deadlock.
-    ORDER BY organization_id, transaction_id
-    ON CONFLICT (organization_id, transaction_id) DO NOTHING
-    RETURNING organization_id, transaction_id
-)
-INSERT INTO events (organization_id, transaction_id, external_customer_id, code, "timestamp",
-                    properties, value, decimal_value, ingested_at, written_at,
-                    kafka_partition, kafka_offset)
-SELECT s.organization_id, s.transaction_id, s.external_customer_id, s.code, s."timestamp",
-       s.properties, s.value, s.decimal_value, s.ingested_at, now(),
-       s.kafka_partition, s.kafka_offset
-FROM bxb_events_staging s
-JOIN new_keys k USING (organization_id, transaction_id)
+const INSERT_NEW_KEYS: &str = r#"
+INSERT INTO event_keys (organization_id, transaction_id, "timestamp")
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+-- One lock order for every writer: concurrent batches sharing keys wait, never deadlock.
+ORDER BY 1, 2
+ON CONFLICT (organization_id, transaction_id) DO NOTHING
+RETURNING organization_id, transaction_id
 "#;
 
 /// Writes the billing-critical events of each batch to PostgreSQL.
@@ -169,7 +163,7 @@ impl PostgresSink {
         Ok(summary)
     }
 
-    /// Inserts `records` in one transaction; returns (rows inserted, rows staged).
+    /// Inserts `records` (one per identity) in one transaction; returns (rows inserted, records).
     async fn insert(&self, records: &[&Record]) -> Result<(u64, u64), SinkError> {
         let inner = &self.inner;
         let timestamps: Vec<i64> = records.iter().map(|r| r.event.timestamp_ms).collect();
@@ -178,7 +172,7 @@ impl PostgresSink {
             .ensure_covering(&inner.pool, &timestamps)
             .await
             .map_err(|e| sink_error("creating partitions", e))?;
-        let copy_data = rows::encode(records).map_err(|e| SinkError::Fatal(format!("encoding rows: {e}")))?;
+        let keys = rows::Keys::of(records);
 
         let result = async {
             let mut tx = inner.pool.begin().await?;
@@ -189,13 +183,23 @@ impl PostgresSink {
             // server, database or role default is (synchronous_commit = off may be set server-wide
             // for other tables, as some tuning guides suggest).
             sqlx::query("SET LOCAL synchronous_commit = on").execute(&mut *tx).await?;
-            sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
-            let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
-            copy.send(copy_data).await?;
-            let staged = copy.finish().await?;
-            let written = sqlx::query(INSERT_NEW_EVENTS).execute(&mut *tx).await?.rows_affected();
+            let new_keys: Vec<(Uuid, String)> = sqlx::query_as(INSERT_NEW_KEYS)
+                .bind(&keys.organization_ids)
+                .bind(&keys.transaction_ids)
+                .bind(&keys.timestamps)
+                .fetch_all(&mut *tx)
+                .await?;
+            let written = if new_keys.is_empty() {
+                0
+            } else {
+                let new_records = rows::only_new(records, &new_keys);
+                let copy_data = rows::encode(&new_records).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
+                copy.send(copy_data).await?;
+                copy.finish().await?
+            };
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((written, staged))
+            Ok::<_, sqlx::Error>((written, records.len() as u64))
         }
         .await;
         result.map_err(|e| {
