@@ -17,6 +17,10 @@
 pub mod avro;
 mod decimal;
 mod event;
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
 pub mod registry;
 pub mod validate;
 

@@ -238,14 +238,7 @@ pub struct EventDecoder {
 impl EventDecoder {
     /// Decodes and validates one record value.
     pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Event, DecodeError> {
-        let bytes = bytes.unwrap_or_default();
-        if bytes.len() < HEADER_LEN || bytes[0] != MAGIC_BYTE {
-            return Err(poison(
-                PoisonReason::InvalidWireFormat,
-                format!("{} bytes not in the Confluent wire format (magic byte 0, 4-byte schema id, datum)", bytes.len()),
-            ));
-        }
-        let schema_id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let (schema_id, datum) = unframe(bytes.unwrap_or_default())?;
         let writer = self.inner.get_schema(schema_id).await.map_err(|e| {
             if e.retriable {
                 DecodeError::Unavailable(e.to_string())
@@ -253,19 +246,38 @@ impl EventDecoder {
                 poison(PoisonReason::UnknownSchema, format!("schema id {schema_id}: {}", e.error))
             }
         })?;
-        let datum = &bytes[HEADER_LEN..];
-        let event = if self.is_event_schema(schema_id, &writer.parsed) {
-            avro::read_datum(datum).map_err(|e| match e {
-                avro::ReadError::Malformed(message) => poison(PoisonReason::InvalidAvro, message),
-                avro::ReadError::Field(e) => poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()),
-            })?
-        } else {
-            let value = decode_datum(&writer.parsed, datum)?;
-            avro::from_value(value).map_err(|e| poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()))?
-        };
-        validate::validate(&event).map_err(|e| poison(PoisonReason::InvalidFields, e.to_string()))?;
-        Ok(event)
+        let direct = self.is_event_schema(schema_id, &writer.parsed);
+        decode_event_datum(&writer.parsed, direct, datum)
     }
+}
+
+/// Splits a record value in the Confluent wire format into its schema id and Avro datum.
+pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match bytes {
+        [MAGIC_BYTE, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => Err(poison(
+            PoisonReason::InvalidWireFormat,
+            format!("{} bytes not in the Confluent wire format (magic byte 0, 4-byte schema id, datum)", bytes.len()),
+        )),
+    }
+}
+
+/// Decodes and validates a datum written with `writer`, once its schema is known: `direct` when
+/// `writer` is exactly [`EVENT_SCHEMA`] (read by [`avro::read_datum`]), otherwise through the
+/// generic reader and schema resolution. Pure, so hostile bytes can be thrown at it without a
+/// registry.
+pub fn decode_event_datum(writer: &apache_avro::Schema, direct: bool, datum: &[u8]) -> Result<Event, DecodeError> {
+    let event = if direct {
+        avro::read_datum(datum).map_err(|e| match e {
+            avro::ReadError::Malformed(message) => poison(PoisonReason::InvalidAvro, message),
+            avro::ReadError::Field(e) => poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()),
+        })?
+    } else {
+        let value = decode_datum(writer, datum)?;
+        avro::from_value(value).map_err(|e| poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()))?
+    };
+    validate::validate(&event).map_err(|e| poison(PoisonReason::InvalidFields, e.to_string()))?;
+    Ok(event)
 }
 
 impl EventDecoder {
@@ -279,15 +291,36 @@ impl EventDecoder {
     }
 }
 
-fn decode_datum(writer: &apache_avro::Schema, mut datum: &[u8]) -> Result<Value, DecodeError> {
+fn decode_datum(writer: &apache_avro::Schema, datum: &[u8]) -> Result<Value, DecodeError> {
+    let mut input = DatumInput { rest: datum, read_past_end: false };
     let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .build()
-        .and_then(|reader| reader.read_value(&mut datum))
+        .and_then(|reader| reader.read_value(&mut input))
         .map_err(|e| poison(PoisonReason::InvalidAvro, e.to_string()))?;
-    if !datum.is_empty() {
-        return Err(poison(PoisonReason::InvalidAvro, format!("{} bytes left after the datum", datum.len())));
+    if input.read_past_end {
+        return Err(poison(PoisonReason::InvalidAvro, "the datum ends before its last field"));
+    }
+    if !input.rest.is_empty() {
+        return Err(poison(PoisonReason::InvalidAvro, format!("{} bytes left after the datum", input.rest.len())));
     }
     value.resolve(&EVENT_SCHEMA).map_err(|e| poison(PoisonReason::IncompatibleSchema, e.to_string()))
+}
+
+/// The datum as the generic reader reads it, noting a read past its end: that reader turns a
+/// string or a union cut off by the end of the input into a null rather than an error, so a
+/// truncated record would otherwise decode with its last fields silently missing.
+struct DatumInput<'a> {
+    rest: &'a [u8],
+    read_past_end: bool,
+}
+
+impl std::io::Read for DatumInput<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.len() > self.rest.len() {
+            self.read_past_end = true;
+        }
+        self.rest.read(buf)
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +361,31 @@ mod tests {
         match decode_datum(&other, &datum) {
             Err(DecodeError::Poison { reason, .. }) => assert_eq!(reason, PoisonReason::IncompatibleSchema),
             other => panic!("expected a poison error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_truncated_datum_is_invalid_avro_on_both_paths() {
+        // Found by fuzzing: the generic reader read a datum cut before its unions as nulls, and
+        // one cut inside a string as an incompatible schema.
+        let event = Event {
+            organization_id: uuid::Uuid::from_u128(42),
+            transaction_id: "tx".into(),
+            external_customer_id: "c".into(),
+            code: "api_calls".into(),
+            timestamp_ms: 1_700_000_000_000,
+            properties: "{}".into(),
+            value: Some(2.5),
+            decimal_value: Some("1.5".parse().unwrap()),
+        };
+        let datum = avro::to_datum(&event);
+        for cut in 0..datum.len() {
+            for direct in [true, false] {
+                match decode_event_datum(&EVENT_SCHEMA, direct, &datum[..cut]) {
+                    Err(DecodeError::Poison { reason, .. }) => assert_eq!(reason, PoisonReason::InvalidAvro, "cut at {cut}"),
+                    other => panic!("cut at {cut} (direct: {direct}): {other:?}"),
+                }
+            }
         }
     }
 
