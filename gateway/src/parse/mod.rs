@@ -2,6 +2,10 @@
 //! [`bxb_event::validate`] and the gateway's timestamp window. Every problem of every event is
 //! collected so the client can fix a batch in one round trip; one bad event rejects the batch.
 
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
+#[cfg(test)]
+mod hostile_tests;
 mod raw_event;
 #[cfg(test)]
 mod tests;

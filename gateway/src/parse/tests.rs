@@ -1,18 +1,10 @@
-use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use super::invariants::{ORGANIZATION as ORG, RECEIVED_AT_MS as NOW};
 use super::*;
 
-const ORG: Uuid = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
-const NOW: i64 = 1_714_564_800_000;
-
 fn context() -> ParseContext {
-    ParseContext {
-        organization_id: ORG,
-        received_at_ms: NOW,
-        window: TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 60_000 },
-        max_batch_events: 10,
-    }
+    invariants::context(10)
 }
 
 fn single(body: &Value) -> Result<Vec<Event>, GatewayError> {
@@ -194,66 +186,4 @@ fn batch_count_limits() {
     assert_eq!(problems(batch(vec![])), [(0, "events".into(), "empty")]);
     assert!(matches!(batch(vec![minimal(); 11]), Err(GatewayError::BatchTooLarge { events: 11, limit: 10 })));
     assert_eq!(batch(vec![minimal(); 10]).unwrap().len(), 10);
-}
-
-fn arbitrary_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        ".{0,20}".prop_map(Value::String),
-        prop_oneof![Just("tx"), Just("2024-05-01T12:00:00Z"), Just("1.5"), Just("12345678-9abc-def0-1234-56789abcdef0")]
-            .prop_map(|s| Value::String(s.to_owned())),
-    ];
-    leaf.prop_recursive(6, 64, 8, |inner| {
-        let key = prop_oneof![
-            proptest::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
-            Just("events".to_owned()),
-            ".{0,8}",
-        ];
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            proptest::collection::btree_map(key, inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn arbitrary_json_never_panics(value in arbitrary_json()) {
-        let text = value.to_string();
-        let _ = parse_single(text.as_bytes(), &context());
-        let _ = parse_batch(text.as_bytes(), &context());
-        let _ = parse_batch(json!({"events": [value.clone(), value]}).to_string().as_bytes(), &context());
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = parse_single(&bytes, &context());
-        let _ = parse_batch(&bytes, &context());
-    }
-
-    #[test]
-    fn accepted_events_pass_the_shared_rules_and_keep_their_fields(
-        transaction_id in "[^\\p{Cc}]{1,40}",
-        customer in "[a-z0-9-]{1,20}",
-        code in "[A-Za-z0-9_.:-]{1,64}",
-        offset_ms in -86_400_000i64..60_000,
-        value in proptest::option::of(-1e12f64..1e12),
-        properties in proptest::collection::btree_map("[a-z]{1,5}", any::<i32>(), 0..5),
-    ) {
-        let body = json!({
-            "transaction_id": transaction_id, "external_customer_id": customer, "code": code,
-            "timestamp": NOW + offset_ms, "properties": properties, "value": value,
-        });
-        let event = single(&body).unwrap().remove(0);
-        prop_assert!(validate::validate(&event).is_ok());
-        prop_assert_eq!(&event.transaction_id, &transaction_id);
-        prop_assert_eq!(event.timestamp_ms, NOW + offset_ms);
-        prop_assert_eq!(event.value, value);
-        prop_assert_eq!(serde_json::from_str::<Value>(&event.properties).unwrap(), json!(properties));
-    }
 }
