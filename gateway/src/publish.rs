@@ -21,6 +21,11 @@ use crate::error::{EventError, GatewayError};
 /// 1 000 000 bytes of key and value, plus small headers) and below the broker's default
 /// `message.max.bytes` of 1 048 588.
 const PRODUCER_MESSAGE_MAX_BYTES: &str = "1048576";
+/// How much longer than `message.timeout.ms` the gateway waits for delivery reports before it
+/// answers 503 itself. librdkafka times messages out on a periodic scan and, with idempotence,
+/// can hold reports of messages caught in a broker disconnect longer (a 503 took 14.8 s with a
+/// 10 s timeout in the chaos run); the client's answer must not depend on that.
+const DELIVERY_REPORT_GRACE: Duration = Duration::from_millis(250);
 /// Pause between attempts to enqueue into a full producer queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -48,6 +53,7 @@ pub struct Publisher {
     encoder: Arc<OnceLock<EventEncoder>>,
     max_record_bytes: usize,
     enqueue_timeout: Duration,
+    delivery_timeout: Duration,
 }
 
 impl Publisher {
@@ -59,6 +65,7 @@ impl Publisher {
             encoder,
             max_record_bytes: config.limits.max_record_bytes,
             enqueue_timeout: Duration::from_millis(config.producer.enqueue_timeout_ms),
+            delivery_timeout: Duration::from_millis(config.producer.delivery_timeout_ms),
         })
     }
 
@@ -91,12 +98,17 @@ impl Publisher {
         }
         drop(payloads);
         metrics::gauge!("bxb_gateway_producer_queue_messages").set(f64::from(self.producer.in_flight_count()));
-        // Wait for what was enqueued even when the rest failed, so no report is left dangling.
-        let reports = join_all(deliveries).await;
+        // Wait for what was enqueued even when the rest failed, but never past the delivery
+        // timeout: a report arriving later belongs to a request already answered 503, whose
+        // client retries (the stores count a transaction id once).
+        let reports = tokio::time::timeout(self.delivery_timeout + DELIVERY_REPORT_GRACE, join_all(deliveries)).await;
         metrics::histogram!("bxb_gateway_delivery_duration_seconds").record(started.elapsed().as_secs_f64());
         if let Some(error) = enqueue_error {
             return Err(error);
         }
+        let Ok(reports) = reports else {
+            return Err(GatewayError::KafkaUnavailable(format!("no delivery report within {} ms", self.delivery_timeout.as_millis())));
+        };
         for report in reports {
             match report {
                 Ok(Ok(_)) => {}
