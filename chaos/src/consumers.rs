@@ -8,9 +8,10 @@ use anyhow::Context;
 use bxb_bench::process::{self, Running};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    #[serde(rename = "consumer-clickhouse")]
     ClickHouse,
+    #[serde(rename = "consumer-postgres")]
     Postgres,
 }
 

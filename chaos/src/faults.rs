@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 
-use crate::consumers::Kind;
+use crate::consumers::{Instance, Kind};
 use crate::load::Gateway;
+use crate::report::FaultRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -67,12 +68,46 @@ async fn shell(command: &str) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Kills `instance` with `kill -9` at each moment (from `load_started`), restarting it after a
+/// random pause of 0.2–2 s; returns it running.
+pub async fn kill_lane(mut instance: Instance, moments: Vec<Duration>, load_started: Instant, seed: u64) -> anyhow::Result<(Instance, Vec<FaultRecord>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut records = Vec::with_capacity(moments.len());
+    for planned_at in moments {
+        tokio::time::sleep(planned_at.saturating_sub(load_started.elapsed())).await;
+        let at_s = load_started.elapsed().as_secs_f64();
+        instance.kill().await?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
+        let back_after_s = instance.start().await?.as_secs_f64();
+        let fault = Fault::Kill(instance.kind);
+        eprintln!("chaos: {fault:?} at {at_s:.1} s, ready again after {back_after_s:.1} s");
+        records.push(FaultRecord { fault, planned_at_s: planned_at.as_secs_f64(), at_s, back_after_s });
+    }
+    Ok((instance, records))
+}
+
+/// Shell commands that stop and start the broker, each returning once it is done.
+pub struct BrokerCommands {
+    pub stop: String,
+    pub start: String,
+}
+
+/// The broker restart at its moment.
+pub async fn broker_lane(gateway: &Gateway, broker: &BrokerCommands, probe: String, answer_limit: Duration, planned_at: Duration, load_started: Instant) -> anyhow::Result<(Outage, FaultRecord)> {
+    tokio::time::sleep(planned_at.saturating_sub(load_started.elapsed())).await;
+    let at_s = load_started.elapsed().as_secs_f64();
+    let outage = broker_restart(gateway, broker, probe, answer_limit).await?;
+    let back_after_s = outage.recovered_after_ms.unwrap_or(0) as f64 / 1000.0;
+    eprintln!("chaos: broker restart at {at_s:.1} s, gateway ready again {back_after_s:.1} s after the start");
+    Ok((outage, FaultRecord { fault: Fault::BrokerRestart, planned_at_s: planned_at.as_secs_f64(), at_s, back_after_s }))
+}
+
 /// Stops the broker, probes the gateway while it is down, starts it again and waits for the
 /// gateway to recover. `probe` is a one-event batch of organization 0; it counts as accepted
 /// only with a `202`, so it is part of what the stores must hold once accepted.
-pub async fn broker_restart(gateway: &Gateway, stop_command: &str, start_command: &str, probe: String, answer_limit: Duration) -> anyhow::Result<Outage> {
+pub async fn broker_restart(gateway: &Gateway, broker: &BrokerCommands, probe: String, answer_limit: Duration) -> anyhow::Result<Outage> {
     let mut outage = Outage { answer_limit_ms: answer_limit.as_millis() as u64, ..Default::default() };
-    outage.stop_seconds = shell(stop_command).await?;
+    outage.stop_seconds = shell(&broker.stop).await?;
     let down = Instant::now();
     let answer = async {
         let started = Instant::now();
@@ -94,7 +129,7 @@ pub async fn broker_restart(gateway: &Gateway, stop_command: &str, start_command
     outage.not_ready_after_ms = not_ready_after.map(|d| d.as_millis() as u64);
     let accepted_while_down = status == Some(StatusCode::ACCEPTED);
     outage.down_seconds = down.elapsed().as_secs_f64();
-    outage.start_seconds = shell(start_command).await?;
+    outage.start_seconds = shell(&broker.start).await?;
     let back = Instant::now();
     while back.elapsed() < Duration::from_secs(120) {
         if gateway.ready().await {
@@ -118,7 +153,6 @@ pub async fn broker_restart(gateway: &Gateway, stop_command: &str, start_command
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn every_fault_is_scheduled_once_within_the_load() {

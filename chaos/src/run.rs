@@ -12,7 +12,7 @@ use bxb_bench::process::{self, Running};
 use bxb_bench::settings::postgres_url_for;
 use bxb_kafka::KafkaArgs;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rdkafka::ClientConfig;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use crate::consumers::{Instance, Kind};
 use crate::faults::{self, Fault};
 use crate::load::{self, Gateway, Progress};
 use crate::plan::{self, PlanShape, PlannedEvent, Retry, BILLABLE_CODES};
-use crate::report::{FaultRecord, Report};
+use crate::report::Report;
 use crate::settings::ChaosArgs;
 use crate::stores;
 use crate::tally::{tally, Identity};
@@ -190,37 +190,28 @@ impl Chaos {
         };
 
         // The load runs on its own task; the faults happen here at their moments.
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let schedule = faults::schedule(&mut rng, self.args.kills, self.args.load_duration());
+        let schedule = faults::schedule(&mut StdRng::seed_from_u64(seed ^ 0x5eed), self.args.kills, self.args.load_duration());
+        let moments = |fault: Fault| -> Vec<Duration> { schedule.iter().filter(|(_, f)| *f == fault).map(|(at, _)| *at).collect() };
         let progress = Arc::new(Progress::default());
         let load_deadline = self.started + self.args.deadline().mul_f64(0.6);
         let load_started = Instant::now();
         let load = tokio::spawn(load::offer(gateway.clone(), plan.clone(), self.args.rate, self.args.concurrency, load_deadline, progress.clone()));
         let reporter = tokio::spawn(report_progress(progress.clone(), plan.distinct_events + plan.retries));
-        let mut probe_accepted = false;
-        for (planned_at, fault) in schedule {
-            tokio::time::sleep(planned_at.saturating_sub(load_started.elapsed())).await;
-            let at_s = load_started.elapsed().as_secs_f64();
-            let back_after_s = match fault {
-                Fault::Kill(kind) => {
-                    let instance = if kind == Kind::ClickHouse { &mut clickhouse } else { &mut postgres };
-                    instance.kill().await?;
-                    tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
-                    instance.start().await?.as_secs_f64()
-                }
-                Fault::BrokerRestart => {
-                    let body = serde_json::json!({ "events": [probe.json()] }).to_string();
-                    let answer_limit = Duration::from_millis(self.args.outage_answer_limit_ms);
-                    let outage = faults::broker_restart(&gateway, &self.args.broker_stop_command, &self.args.broker_start_command, body, answer_limit).await?;
-                    probe_accepted = outage.probe_accepted_after;
-                    let back = outage.recovered_after_ms.unwrap_or(0) as f64 / 1000.0;
-                    self.report.outage = Some(outage);
-                    back
-                }
-            };
-            eprintln!("chaos: {fault:?} at {at_s:.1} s, back after {back_after_s:.1} s");
-            self.report.faults.push(FaultRecord { fault, planned_at_s: planned_at.as_secs_f64(), at_s, back_after_s });
-        }
+        // One lane per consumer and one for the broker, so every fault happens at its moment
+        // whatever the others take.
+        let clickhouse_lane = tokio::spawn(faults::kill_lane(clickhouse, moments(Fault::Kill(Kind::ClickHouse)), load_started, seed ^ 1));
+        let postgres_lane = tokio::spawn(faults::kill_lane(postgres, moments(Fault::Kill(Kind::Postgres)), load_started, seed ^ 2));
+        let broker = faults::BrokerCommands { stop: self.args.broker_stop_command.clone(), start: self.args.broker_start_command.clone() };
+        let probe_body = serde_json::json!({ "events": [probe.json()] }).to_string();
+        let answer_limit = Duration::from_millis(self.args.outage_answer_limit_ms);
+        let broker_at = moments(Fault::BrokerRestart).first().copied().unwrap_or_default();
+        let (outage, broker_record) = faults::broker_lane(&gateway, &broker, probe_body, answer_limit, broker_at, load_started).await?;
+        let probe_accepted = outage.probe_accepted_after;
+        self.report.outage = Some(outage);
+        let (mut clickhouse, clickhouse_records) = clickhouse_lane.await??;
+        let (mut postgres, postgres_records) = postgres_lane.await??;
+        self.report.faults = clickhouse_records.into_iter().chain(postgres_records).chain([broker_record]).collect();
+        self.report.faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         self.report.load = load.await.context("load generator")?;
         reporter.abort();
 
