@@ -14,8 +14,22 @@ pub const EVENT_SCHEMA_JSON: &str = include_str!("../../../schemas/avro/event.av
 
 /// The parsed event schema: what the gateway writes and what the consumers read with (any
 /// BACKWARD-compatible writer version resolves to it).
-pub static EVENT_SCHEMA: LazyLock<Schema> =
-    LazyLock::new(|| Schema::parse_str(EVENT_SCHEMA_JSON).expect("schemas/avro/event.avsc is valid Avro"));
+pub static EVENT_SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+    limit_allocations();
+    Schema::parse_str(EVENT_SCHEMA_JSON).expect("schemas/avro/event.avsc is valid Avro")
+});
+
+/// The most apache-avro's generic reader may allocate for one string or bytes value. Its default,
+/// 512 MiB, lets a record of a few bytes claim half a gigabyte through a length prefix (found by
+/// fuzzing); no datum in a Kafka record is that long (the broker's default limit is 1 MiB).
+pub const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Sets [`MAX_ALLOCATION_BYTES`]. The setting is process-wide and the first one wins, so it is
+/// made before anything is decoded: when the event schema is first used and before every
+/// generic read.
+pub(crate) fn limit_allocations() {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+}
 
 /// The event as an Avro record value of [`EVENT_SCHEMA`].
 pub fn to_value(event: &Event) -> Value {

@@ -292,6 +292,7 @@ impl EventDecoder {
 }
 
 fn decode_datum(writer: &apache_avro::Schema, datum: &[u8]) -> Result<Value, DecodeError> {
+    avro::limit_allocations();
     let mut input = DatumInput { rest: datum, read_past_end: false };
     let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .build()
@@ -386,6 +387,21 @@ mod tests {
                     other => panic!("cut at {cut} (direct: {direct}): {other:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_length_prefix_cannot_make_the_generic_reader_allocate_much() {
+        // Found by fuzzing: 10 bytes claiming a 400 MB string made the reader allocate 400 MB.
+        let mut datum = Vec::new();
+        avro::write_long(100 * 1024 * 1024, &mut datum);
+        datum.extend_from_slice(b"abc");
+        match decode_event_datum(&EVENT_SCHEMA, false, &datum) {
+            Err(DecodeError::Poison { reason, message }) => {
+                assert_eq!(reason, PoisonReason::InvalidAvro);
+                assert!(message.contains(&format!("maximum allowed: {}", avro::MAX_ALLOCATION_BYTES)), "{message}");
+            }
+            other => panic!("expected a poison error, got {other:?}"),
         }
     }
 
