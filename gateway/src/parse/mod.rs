@@ -52,7 +52,7 @@ pub fn parse_single(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, R
         serde_json::from_str(raw.get()).map_err(|_| unreadable("the body must be one event object".into()))?;
     let mut problems = Problems::default();
     let event = build_event(0, &event, context, &mut problems);
-    problems.into_result(vec![event])
+    problems.into_result(vec![event], 1)
 }
 
 #[derive(Deserialize)]
@@ -84,7 +84,7 @@ pub fn parse_batch(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Re
             Err(_) => problems.invalid.push(EventError::new(index, "", "not_an_object", "an event must be a JSON object")),
         }
     }
-    problems.into_result(events)
+    problems.into_result(events, count)
 }
 
 #[derive(Default)]
@@ -94,8 +94,9 @@ struct Problems {
 }
 
 impl Problems {
-    /// An organization mismatch outranks field problems: the client may not send these events at all.
-    fn into_result(self, events: Vec<Event>) -> Result<Vec<Event>, Rejection> {
+    /// An organization mismatch outranks field problems: the client may not send these events at
+    /// all. `count` is every event of the body, also those that were not even objects.
+    fn into_result(self, events: Vec<Event>, count: usize) -> Result<Vec<Event>, Rejection> {
         let error = if !self.foreign_organization.is_empty() {
             GatewayError::OrganizationMismatch { errors: self.foreign_organization }
         } else if !self.invalid.is_empty() {
@@ -103,7 +104,7 @@ impl Problems {
         } else {
             return Ok(events);
         };
-        Err(Rejection { error, events: events.len() })
+        Err(Rejection { error, events: count })
     }
 }
 

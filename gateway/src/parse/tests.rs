@@ -136,6 +136,14 @@ fn one_invalid_event_rejects_the_batch_with_its_index() {
 }
 
 #[test]
+fn a_refused_batch_counts_every_event_also_those_that_are_not_objects() {
+    // Found by fuzzing: `{"events":[161E0,0]}` was refused as holding 0 events, so the rejected
+    // events metric missed them.
+    let rejection = parse_batch(br#"{"events":[161E0, 0, {"code": 1}]}"#, &context()).unwrap_err();
+    assert_eq!(rejection.events, 3);
+}
+
+#[test]
 fn another_organization_is_forbidden_even_with_other_problems() {
     let mut foreign = minimal();
     foreign["organization_id"] = json!(Uuid::nil().to_string());
