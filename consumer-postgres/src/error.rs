@@ -37,6 +37,10 @@ impl PostgresError {
 /// not yet created) between our check and the insert.
 pub(crate) const NO_PARTITION_FOR_ROW: &str = "23514";
 
+/// The SQLSTATE of a unique violation: a key already stored (handled by the key insert's
+/// fallback, never reported).
+pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+
 /// The SQLSTATE of a database error, if `error` is one.
 pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
     match error {

@@ -19,29 +19,55 @@ pub const COPY_EVENTS: &str = "COPY events (organization_id, transaction_id, \
 
 const EVENT_COLUMNS: i16 = 11;
 
-/// The identity keys of a batch as parallel arrays, bound as `uuid[]`, `text[]`, `timestamptz[]`.
+/// The identity keys of the batch, in the order of [`Keys::copy_stream`].
+pub const COPY_KEYS: &str = "COPY event_keys (organization_id, transaction_id, \"timestamp\") FROM STDIN (FORMAT BINARY)";
+
+/// The identity keys of a batch, sorted by (organization_id, transaction_id) in byte order (one
+/// lock order for every writer), as parallel arrays bound as `uuid[]`, `text[]`, `timestamptz[]`.
 #[derive(Debug, Default)]
 pub struct Keys<'a> {
     pub organization_ids: Vec<Uuid>,
     pub transaction_ids: Vec<&'a str>,
-    pub timestamps: Vec<OffsetDateTime>,
+    pub timestamps_ms: Vec<i64>,
 }
 
 impl<'a> Keys<'a> {
     pub fn of(records: &[&'a Record]) -> Self {
+        let mut sorted = records.to_vec();
+        sorted.sort_unstable_by(|a, b| {
+            (a.event.organization_id, a.event.transaction_id.as_bytes()).cmp(&(b.event.organization_id, b.event.transaction_id.as_bytes()))
+        });
         let mut keys = Self {
             organization_ids: Vec::with_capacity(records.len()),
             transaction_ids: Vec::with_capacity(records.len()),
-            timestamps: Vec::with_capacity(records.len()),
+            timestamps_ms: Vec::with_capacity(records.len()),
         };
-        for record in records {
+        for record in sorted {
             let event = &record.event;
             keys.organization_ids.push(event.organization_id);
             keys.transaction_ids.push(&event.transaction_id);
-            // Exact: event timestamps are validated to lie between 1970 and 2106.
-            keys.timestamps.push(datetime(event.timestamp_ms));
+            keys.timestamps_ms.push(event.timestamp_ms);
         }
         keys
+    }
+}
+
+impl Keys<'_> {
+    /// The timestamps to bind as `timestamptz[]`; exact, since event timestamps are validated to
+    /// lie between 1970 and 2106.
+    pub fn timestamps(&self) -> Vec<OffsetDateTime> {
+        self.timestamps_ms.iter().map(|&ms| datetime(ms)).collect()
+    }
+
+    /// The binary `COPY` stream of [`COPY_KEYS`].
+    pub fn copy_stream(&self) -> Result<Vec<u8>, CopyEncodeError> {
+        let mut w = BinaryCopyWriter::with_capacity(self.transaction_ids.len() * 64);
+        for ((organization_id, transaction_id), &timestamp_ms) in self.organization_ids.iter().zip(&self.transaction_ids).zip(&self.timestamps_ms) {
+            w.row(3).uuid(organization_id);
+            w.text(transaction_id)?;
+            w.timestamptz_ms(timestamp_ms);
+        }
+        Ok(w.finish())
     }
 }
 
@@ -150,8 +176,10 @@ mod tests {
         let batch = [record(1, "a", 0), record(2, "a", 1), record(1, "b", 2)];
         let records: Vec<&Record> = batch.iter().collect();
         let keys = Keys::of(&records);
-        assert_eq!(keys.transaction_ids, ["a", "a", "b"]);
-        assert_eq!(keys.timestamps[0].unix_timestamp_nanos(), 1_795_000_000_123_000_000);
+        assert_eq!(keys.organization_ids, [1, 1, 2].map(Uuid::from_u128));
+        assert_eq!(keys.transaction_ids, ["a", "b", "a"]);
+        assert!(keys.copy_stream().unwrap().len() > 3 * (16 + 1 + 8));
+        assert_eq!(keys.timestamps()[0].unix_timestamp_nanos(), 1_795_000_000_123_000_000);
         let offsets = |new: &[(Uuid, String)]| only_new(&records, new).iter().map(|r| r.offset).collect::<Vec<_>>();
         assert_eq!(offsets(&[(Uuid::from_u128(2), "a".into())]), [1]);
         assert_eq!(offsets(&[(Uuid::from_u128(1), "b".into()), (Uuid::from_u128(1), "a".into())]), [0, 2]);

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bxb_consumer::{Record, Sink, SinkError};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::billable::BillableMetrics;
-use crate::error::{sink_error, sqlstate, PostgresError, NO_PARTITION_FOR_ROW};
+use crate::error::{sink_error, sqlstate, PostgresError, NO_PARTITION_FOR_ROW, UNIQUE_VIOLATION};
 use crate::partitions::Partitions;
-use crate::rows::{self, COPY_EVENTS};
+use crate::rows::{self, COPY_EVENTS, COPY_KEYS};
 use crate::select::{select, Skip};
 use crate::PostgresArgs;
 
@@ -22,14 +22,21 @@ use crate::PostgresArgs;
 /// and a key that includes `timestamp` would let a retry with a different timestamp (a client that
 /// omitted it and retried) in as a second row. So each batch, in one transaction:
 ///
-/// 1. this statement inserts the batch's keys, sent as three arrays, and returns those that were
-///    new (a key stored by an earlier batch, a replay or another consumer is left alone);
-/// 2. a binary `COPY` writes the events of exactly those keys into `events`.
+/// 1. its keys go into `event_keys`. First optimistically, as a binary `COPY` inside a savepoint:
+///    live traffic and backlogs consist of new keys, and a `COPY` is the cheapest insert there
+///    is. One key that is already taken (a replay, a retried batch, another consumer's write)
+///    aborts it with a unique violation; then the savepoint is rolled back and this statement
+///    inserts the keys from three arrays and returns the ones that were new;
+/// 2. a binary `COPY` writes the events of exactly the new keys into `events`.
 ///
 /// Each event is written once to each table and nothing else: no staging table (which cost a
-/// catalog entry per batch and a third copy of every row) and no join. A concurrent transaction
-/// inserting the same key waits on the first one's row lock, then finds the key taken (or takes
-/// it if the first rolled back), so two consumers never both write it.
+/// catalog entry per batch and a third copy of every row) and no join. Both paths insert the keys
+/// sorted by (organization_id, transaction_id) — byte order in the `COPY`, the database
+/// collation's in this statement, the same under `C` or `C.UTF-8` — so concurrent batches
+/// sharing keys wait on each other's row locks and do not deadlock (under another collation a
+/// rare deadlock is detected by PostgreSQL and the batch retried). A transaction inserting a key
+/// that a concurrent one holds waits, then finds it taken (or takes it if the other rolled
+/// back), so two consumers never both write it.
 ///
 /// The cost: the key table grows with `events` (a B-tree of ~50 bytes per event plus the key) and
 /// every write pays one more index insert. Its retention follows the events retention: after
@@ -166,13 +173,12 @@ impl PostgresSink {
     /// Inserts `records` (one per identity) in one transaction; returns (rows inserted, records).
     async fn insert(&self, records: &[&Record]) -> Result<(u64, u64), SinkError> {
         let inner = &self.inner;
-        let timestamps: Vec<i64> = records.iter().map(|r| r.event.timestamp_ms).collect();
+        let keys = rows::Keys::of(records);
         inner
             .partitions
-            .ensure_covering(&inner.pool, &timestamps)
+            .ensure_covering(&inner.pool, &keys.timestamps_ms)
             .await
             .map_err(|e| sink_error("creating partitions", e))?;
-        let keys = rows::Keys::of(records);
 
         let result = async {
             let mut tx = inner.pool.begin().await?;
@@ -183,16 +189,20 @@ impl PostgresSink {
             // server, database or role default is (synchronous_commit = off may be set server-wide
             // for other tables, as some tuning guides suggest).
             sqlx::query("SET LOCAL synchronous_commit = on").execute(&mut *tx).await?;
-            let new_keys: Vec<(Uuid, String)> = sqlx::query_as(INSERT_NEW_KEYS)
-                .bind(&keys.organization_ids)
-                .bind(&keys.transaction_ids)
-                .bind(&keys.timestamps)
-                .fetch_all(&mut *tx)
-                .await?;
-            let written = if new_keys.is_empty() {
+            let new_records = if copy_keys_if_all_new(&mut tx, &keys).await? {
+                records.to_vec()
+            } else {
+                let new_keys: Vec<(Uuid, String)> = sqlx::query_as(INSERT_NEW_KEYS)
+                    .bind(&keys.organization_ids)
+                    .bind(&keys.transaction_ids)
+                    .bind(keys.timestamps())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                rows::only_new(records, &new_keys)
+            };
+            let written = if new_records.is_empty() {
                 0
             } else {
-                let new_records = rows::only_new(records, &new_keys);
                 let copy_data = rows::encode(&new_records).map_err(|e| sqlx::Error::Encode(e.into()))?;
                 let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
                 copy.send(copy_data).await?;
@@ -209,6 +219,30 @@ impl PostgresSink {
             }
             sink_error("writing batch", e)
         })
+    }
+}
+
+/// The fast path of the key insert: `COPY` every key of the batch inside a savepoint. Returns
+/// false, with the savepoint rolled back, when a key was already taken.
+async fn copy_keys_if_all_new(conn: &mut PgConnection, keys: &rows::Keys<'_>) -> Result<bool, sqlx::Error> {
+    let stream = keys.copy_stream().map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let mut savepoint = conn.begin().await?;
+    let copied = async {
+        let mut copy = savepoint.copy_in_raw(COPY_KEYS).await?;
+        copy.send(stream).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(_) => {
+            savepoint.commit().await?;
+            Ok(true)
+        }
+        Err(error) if sqlstate(&error).as_deref() == Some(UNIQUE_VIOLATION) => {
+            savepoint.rollback().await?;
+            Ok(false)
+        }
+        Err(error) => Err(error),
     }
 }
 
