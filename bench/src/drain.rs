@@ -84,6 +84,8 @@ pub struct Drain {
     pub commit_seconds: f64,
     /// Peak RSS of each instance, bytes.
     pub peak_rss_bytes: Vec<u64>,
+    /// CPU time of the instances from their start to the end of the drain, summed.
+    pub cpu_seconds: f64,
 }
 
 /// Starts `instances` consumers in one group and waits until the group has committed all
@@ -127,6 +129,7 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let peak_rss_bytes = running.iter().filter_map(Running::peak_rss_bytes).collect();
+    let cpu_seconds = running.iter().filter_map(|r| process::cpu_seconds(r.pid()?)).sum();
     let (mut write_seconds, mut commit_seconds) = (0.0, 0.0);
     for instance in &running {
         if let Some(text) = instance.metrics().await {
@@ -138,5 +141,5 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
         let _ = instance.stop().await;
     }
     let (events_per_s, total_seconds) = result?;
-    Ok(Drain { events_per_s, total_seconds, startup_seconds, write_seconds, commit_seconds, peak_rss_bytes })
+    Ok(Drain { events_per_s, total_seconds, startup_seconds, write_seconds, commit_seconds, peak_rss_bytes, cpu_seconds })
 }

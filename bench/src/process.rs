@@ -104,6 +104,19 @@ pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time (user + system, every thread) the process used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime` + `stime` (fields 14 and 15) in clock ticks of 1/100 s (`USER_HZ`, 100 on Linux).
+pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) may contain spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
+}
+
 /// The sum over every label set of the samples named exactly `name` in Prometheus text.
 pub fn metric_total(text: &str, name: &str) -> f64 {
     metric_total_where(text, name, "")
@@ -146,6 +159,14 @@ mod tests {
         let status = "Name:\tgateway\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(51_200 * 1024));
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_user_plus_system() {
+        let stat = "4242 (consumer (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(12.9));
+        assert_eq!(parse_cpu_seconds("4242 (x) S 1"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]

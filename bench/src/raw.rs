@@ -132,8 +132,11 @@ pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_id
 }
 
 /// `COPY ... (FORMAT BINARY)` of the backlog's rows straight into `events` of a freshly migrated
-/// database, `batch` rows per statement; events/s.
-pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, batch: usize, bar: &ProgressBar) -> anyhow::Result<f64> {
+/// database, `batch` rows per statement; events/s. With `keyed`, each batch also COPYs its
+/// identity keys into `event_keys`, both in one transaction: the same two tables consumer-postgres
+/// writes, without its deduplication (the keys are known to be new).
+pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, batch: usize, keyed: bool, bar: &ProgressBar) -> anyhow::Result<f64> {
+    use bxb_consumer_postgres::rows::{encode, Keys, COPY_EVENTS, COPY_KEYS};
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
     bxb_schemas::POSTGRES_MIGRATOR.run(&mut conn).await?;
@@ -146,15 +149,16 @@ pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, bat
         let records = events::records(organization_ids, start..end, now);
         let started = Instant::now();
         let refs: Vec<&bxb_consumer::Record> = records.iter().collect();
-        let stream = bxb_consumer_postgres::rows::encode(&refs)?;
-        let mut copy = conn
-            .copy_in_raw(
-                "COPY events (organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, \
-                 value, decimal_value, ingested_at, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)",
-            )
-            .await?;
-        copy.send(stream).await?;
+        let mut tx = conn.begin().await?;
+        if keyed {
+            let mut copy = tx.copy_in_raw(COPY_KEYS).await?;
+            copy.send(Keys::of(&refs).copy_stream()?).await?;
+            copy.finish().await?;
+        }
+        let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;
+        copy.send(encode(&refs)?).await?;
         copy.finish().await?;
+        tx.commit().await?;
         elapsed += started.elapsed();
         bar.inc(end - start);
         start = end;

@@ -62,8 +62,13 @@ pub struct DrainFigures {
     pub consumer_startup_seconds: f64,
     pub consumer_write_seconds: f64,
     pub consumer_commit_seconds: f64,
+    /// CPU time the consumer process used, start-up included (user + system, all threads).
+    pub consumer_cpu_seconds: f64,
     /// The same drain by two instances in one group, when measured.
     pub two_instances_events_per_s: Option<f64>,
+    /// PostgreSQL only: the raw COPY into both tables the consumer writes (`events` and
+    /// `event_keys`), for comparison; the goal stays against the plain COPY.
+    pub raw_keyed_events_per_s: Option<f64>,
 }
 
 /// Gateway `202` to row visible, sampled by probe events.
@@ -139,6 +144,11 @@ impl Report {
         self.postgres.as_ref().and_then(|d| ratio(d.consumer_events_per_s, d.raw_events_per_s))
     }
 
+    /// consumer-postgres against a raw COPY into `events` and `event_keys` (not a goal).
+    pub fn postgres_vs_raw_keyed_copy(&self) -> Option<f64> {
+        self.postgres.as_ref().and_then(|d| ratio(d.consumer_events_per_s, d.raw_keyed_events_per_s?))
+    }
+
     /// The worse p99 of the two stores.
     pub fn e2e_p99_ms(&self) -> Option<f64> {
         let e2e = self.end_to_end.as_ref()?;
@@ -177,6 +187,7 @@ impl Report {
             "gateway_single_vs_raw_producer": self.gateway_single_vs_raw_producer(),
             "clickhouse_vs_raw_insert": self.clickhouse_vs_raw_insert(),
             "postgres_vs_raw_copy": self.postgres_vs_raw_copy(),
+            "postgres_vs_raw_keyed_copy": self.postgres_vs_raw_keyed_copy(),
             "e2e_p99_ms": self.e2e_p99_ms(),
             "goals": self.goals(),
         });
@@ -217,7 +228,14 @@ impl Report {
             if let Some(d) = drain {
                 row(&mut out, &format!("{name} drain {} events/s vs raw", d.backlog_events), d.consumer_events_per_s, d.raw_events_per_s);
                 let drain_seconds = d.consumer_total_seconds - d.consumer_startup_seconds;
-                let _ = writeln!(out, "  {name}: {drain_seconds:.1} s after start-up ({:.1} s), of which writes {:.1} s, commits {:.2} s", d.consumer_startup_seconds, d.consumer_write_seconds, d.consumer_commit_seconds);
+                let _ = writeln!(
+                    out,
+                    "  {name}: {drain_seconds:.1} s after start-up ({:.1} s), of which writes {:.1} s, commits {:.2} s; its CPU {:.1} s",
+                    d.consumer_startup_seconds, d.consumer_write_seconds, d.consumer_commit_seconds, d.consumer_cpu_seconds
+                );
+                if let Some(keyed) = d.raw_keyed_events_per_s {
+                    row(&mut out, &format!("{name} vs raw COPY into events + event_keys"), d.consumer_events_per_s, keyed);
+                }
                 if let Some(two) = d.two_instances_events_per_s {
                     row(&mut out, &format!("{name} 2 instances vs 1 instance"), two, d.consumer_events_per_s);
                 }
@@ -268,7 +286,7 @@ mod tests {
         Report {
             gateway: Some(GatewayFigures { batch_events_per_request: 100, batch_events_per_s: 30_000.0, single_events_per_s: 5_000.0, raw_producer_events_per_s: 60_000.0, ..Default::default() }),
             clickhouse: Some(DrainFigures { consumer_events_per_s: 80.0, raw_events_per_s: 100.0, ..Default::default() }),
-            postgres: Some(DrainFigures { consumer_events_per_s: 50.0, raw_events_per_s: 100.0, ..Default::default() }),
+            postgres: Some(DrainFigures { consumer_events_per_s: 50.0, raw_events_per_s: 100.0, raw_keyed_events_per_s: Some(80.0), ..Default::default() }),
             end_to_end: Some(EndToEndFigures { clickhouse: summary(900.0), postgres: summary(2_500.0), ..Default::default() }),
             peak_rss_bytes: BTreeMap::from([("gateway/load".into(), 40 << 20), ("gateway/e2e".into(), 120 << 20)]),
             ..Default::default()
@@ -282,6 +300,8 @@ mod tests {
         assert_eq!(r.gateway_single_vs_raw_producer(), Some(0.083));
         assert_eq!(r.clickhouse_vs_raw_insert(), Some(0.8));
         assert_eq!(r.postgres_vs_raw_copy(), Some(0.5));
+        assert_eq!(r.postgres_vs_raw_keyed_copy(), Some(0.625));
+        assert_eq!(r.clickhouse.as_ref().and_then(|d| d.raw_keyed_events_per_s), None);
         assert_eq!(r.e2e_p99_ms(), Some(2_500.0));
     }
 
@@ -312,6 +332,7 @@ mod tests {
         let json = report().to_json();
         assert_eq!(json["gateway_vs_raw_producer"], 0.5);
         assert_eq!(json["postgres_vs_raw_copy"], 0.5);
+        assert_eq!(json["postgres_vs_raw_keyed_copy"], 0.625);
         assert_eq!(json["e2e_p99_ms"], 2_500.0);
         assert_eq!(json["gateway"]["raw_producer_events_per_s"], 60_000.0);
         assert_eq!(json["peak_rss_bytes"]["gateway/e2e"], 120u64 << 20);

@@ -255,9 +255,18 @@ impl Bench {
         let raw_url = services::create_pg_database(&self.args, &raw_db).await?;
         self.created.pg_databases.push(raw_db);
         let bar = self.bar(count, "raw PostgreSQL COPY");
-        let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, &bar).await?;
+        let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, false, &bar).await?;
         bar.finish();
         self.report.postgres = Some(drain_figures(count, batch, &one, raw));
+        let raw_db = self.names.database("pgrawkeyed");
+        let raw_url = services::create_pg_database(&self.args, &raw_db).await?;
+        self.created.pg_databases.push(raw_db);
+        let bar = self.bar(count, "raw PostgreSQL COPY, events + event_keys");
+        match crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, true, &bar).await {
+            Ok(keyed) => self.report.postgres.as_mut().expect("set above").raw_keyed_events_per_s = Some(keyed),
+            Err(error) => self.report.errors.push(format!("raw PostgreSQL keyed COPY: {error:#}")),
+        }
+        bar.finish();
         match self.consumer_drain(Consumer::Postgres, "pg2", 2).await {
             Ok(two) => self.report.postgres.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-postgres x2: {error:#}")),
@@ -332,6 +341,8 @@ fn drain_figures(backlog_events: u64, batch_events: usize, one: &drain::Drain, r
         consumer_startup_seconds: one.startup_seconds,
         consumer_write_seconds: one.write_seconds,
         consumer_commit_seconds: one.commit_seconds,
+        consumer_cpu_seconds: one.cpu_seconds,
         two_instances_events_per_s: None,
+        raw_keyed_events_per_s: None,
     }
 }
