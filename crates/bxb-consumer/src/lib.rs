@@ -20,6 +20,8 @@
 //!   (misconfiguration, a store that cannot take the data): [`run`] commits what is written and
 //!   nothing else, and returns the error.
 //! - **Shutdown**: cancelling the token writes and commits the current batch and leaves the group.
+//! - **Memory**: at most two batches (one written, one being built), a bounded librdkafka
+//!   prefetch, and no unscraped metric samples piling up (see the `memory` module).
 //! - **Telemetry**: each record's span continues the W3C trace from its headers and ends when
 //!   the record is written; `/healthz`, `/readyz` (Kafka topics found and subscribed, sink
 //!   reachable) and `/metrics` (`bxb_consumer_*`, see the `metrics` module) are served on the
@@ -31,6 +33,7 @@ mod config;
 mod context;
 mod dead_letter;
 mod error;
+mod memory;
 mod metrics;
 mod offsets;
 mod runtime;
@@ -64,6 +67,7 @@ pub async fn run<S: Sink>(
     let settings = args.validate()?;
     let decoder = SchemaRegistry::new(&args.registry)?.decoder();
     metrics::describe();
+    memory::return_large_buffers_to_the_system();
 
     let readiness = Readiness::default();
     let kafka_ready = readiness.check("kafka");
@@ -76,6 +80,7 @@ pub async fn run<S: Sink>(
         axum::serve(listener, router).with_graceful_shutdown(stop_background.clone().cancelled_owned()).into_future(),
     );
     let probe = tokio::spawn(probe_sink(sink.clone(), sink_ready.clone(), settings.sink_ready_interval, stop_background.clone()));
+    let upkeep = tokio::spawn(memory::upkeep_metrics(stop_background.clone()));
 
     let outcome = async {
         let Some(pipeline) = Pipeline::start(settings, decoder, sink, sink_ready, &shutdown).await? else {
@@ -91,6 +96,7 @@ pub async fn run<S: Sink>(
 
     stop_background.cancel();
     let _ = probe.await;
+    let _ = upkeep.await;
     match server.await {
         Ok(Ok(())) => outcome,
         Ok(Err(error)) => outcome.and(Err(RuntimeError::Serve(error))),

@@ -222,6 +222,7 @@ fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", settings.statistics_interval_ms.to_string())
         .set("enable.partition.eof", "false");
+    crate::memory::bound_prefetch(&mut config);
     config
 }
 
