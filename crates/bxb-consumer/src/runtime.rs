@@ -61,6 +61,8 @@ pub(crate) struct Pipeline<S: Sink> {
     dead_letters: DeadLetterProducer,
     sink: Arc<S>,
     sink_ready: Arc<AtomicBool>,
+    /// `bxb_consumer_events_consumed_total`, looked up once rather than per record.
+    consumed: ::metrics::Counter,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -84,7 +86,8 @@ impl<S: Sink> Pipeline<S> {
         consumer.subscribe(&[&settings.topic])?;
         tracing::info!(topic = %settings.topic, group = %settings.group_id, sink = sink.name(), "consuming");
         let (consumer, committer) = (Arc::new(consumer), Default::default());
-        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready }))
+        let consumed = ::metrics::counter!(metrics::CONSUMED, "sink" => sink.name());
+        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready, consumed }))
     }
 
     /// Consumes until `shutdown` or a fatal error, then commits what is written (and nothing
@@ -107,23 +110,36 @@ impl<S: Sink> Pipeline<S> {
         let mut writing: Option<InFlightWrite<'_>> = None;
         let mut commit_retry = tokio::time::interval(COMMIT_RETRY_INTERVAL);
         commit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Created once, not per record: a timer entry and a cancellation waiter registered and
+        // dropped for every record cost more than the rest of the loop's bookkeeping.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let batch_due = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(batch_due);
+        let mut armed: Option<Instant> = None;
         loop {
             if writing.is_none() && (building.is_full(max_events) || building.deadline(max_wait).is_some_and(|d| d <= Instant::now())) {
                 let batch = std::mem::replace(&mut building, self.new_batch());
                 writing = Some(Box::pin(self.write_until_done(batch, shutdown)));
             }
             let deadline = if writing.is_none() { building.deadline(max_wait) } else { None };
+            if deadline != armed {
+                if let Some(deadline) = deadline {
+                    batch_due.as_mut().reset(deadline);
+                }
+                armed = deadline;
+            }
             // A full batch waits for the one in flight; while that one is retried the
             // partitions are paused, and polling goes on so that rebalances are served.
             let receive = !building.is_full(max_events) || self.shared.paused.load(Ordering::SeqCst);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = &mut cancelled => break,
                 (batch, outcome) = async { writing.as_mut().expect("checked").await }, if writing.is_some() => {
                     writing = None;
                     self.finish_write(&batch, outcome)?;
                 }
-                () = sleep_until(deadline) => {}
+                () = &mut batch_due, if armed.is_some() => {}
                 _ = commit_retry.tick() => self.commit_pending(),
                 message = self.consumer.recv(), if receive => self.accept(message, &mut building, shutdown).await?,
             }
@@ -163,7 +179,7 @@ impl<S: Sink> Pipeline<S> {
             tracing::debug!(partition, offset, "record of a partition no longer assigned; skipped for its new owner");
             return Ok(());
         }
-        ::metrics::counter!(metrics::CONSUMED, "sink" => self.shared.sink).increment(1);
+        self.consumed.increment(1);
         let span = record_span(&message);
         let mut backoff = Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff);
         loop {
@@ -237,13 +253,6 @@ fn record_span(message: &BorrowedMessage<'_>) -> tracing::Span {
     let pairs = record_headers.iter().filter_map(|h| Some((h.key, h.value?)));
     bxb_telemetry::trace_context::set_parent_from(&span, pairs);
     span
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Checks that every topic exists, retrying while the brokers cannot be reached. Returns false
