@@ -328,9 +328,8 @@ impl std::io::Read for DatumInput<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn encode_into_writes_what_encode_writes() {
-        let event = Event {
+    fn event() -> Event {
+        Event {
             organization_id: uuid::Uuid::from_u128(42),
             transaction_id: "tx".into(),
             external_customer_id: "c".into(),
@@ -339,7 +338,12 @@ mod tests {
             properties: r#"{"a":1}"#.into(),
             value: Some(2.5),
             decimal_value: Some("-1.25".parse().unwrap()),
-        };
+        }
+    }
+
+    #[test]
+    fn encode_into_writes_what_encode_writes() {
+        let event = event();
         let encoder = EventEncoder::new(0x0102_0304);
         let mut out = vec![9; 3];
         encoder.encode_into(&event, &mut out);
@@ -369,17 +373,7 @@ mod tests {
     fn a_truncated_datum_is_invalid_avro_on_both_paths() {
         // Found by fuzzing: the generic reader read a datum cut before its unions as nulls, and
         // one cut inside a string as an incompatible schema.
-        let event = Event {
-            organization_id: uuid::Uuid::from_u128(42),
-            transaction_id: "tx".into(),
-            external_customer_id: "c".into(),
-            code: "api_calls".into(),
-            timestamp_ms: 1_700_000_000_000,
-            properties: "{}".into(),
-            value: Some(2.5),
-            decimal_value: Some("1.5".parse().unwrap()),
-        };
-        let datum = avro::to_datum(&event);
+        let datum = avro::to_datum(&event());
         for cut in 0..datum.len() {
             for direct in [true, false] {
                 match decode_event_datum(&EVENT_SCHEMA, direct, &datum[..cut]) {
