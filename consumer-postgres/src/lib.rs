@@ -6,8 +6,9 @@
 //!                                               ├─ first record of each identity in the batch
 //!                                               ├─ partitions of `events` created on demand
 //!                                               └─ one transaction (synchronous_commit = on):
-//!                                                  INSERT event_keys (unnest of the keys)
-//!                                                    ON CONFLICT DO NOTHING RETURNING the new ones
+//!                                                  COPY BINARY keys → event_keys (savepoint;
+//!                                                    a taken key: INSERT ... ON CONFLICT DO
+//!                                                    NOTHING RETURNING the new ones instead)
 //!                                                  → COPY BINARY into events, new keys only
 //!                                         ◀── Ok only after COMMIT: then the runtime commits offsets
 //! ```
