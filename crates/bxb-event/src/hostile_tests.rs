@@ -15,7 +15,7 @@ use crate::registry::{EventEncoder, PoisonReason};
 use crate::validate::{MAX_PROPERTIES_BYTES, MAX_TIMESTAMP_MS};
 use crate::Event;
 
-const DEFAULT_CASES: u32 = 20_000;
+const DEFAULT_CASES: u32 = 40_000;
 
 fn cases() -> u32 {
     std::env::var("BXB_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CASES)

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::invariants::{check_body, context, Endpoint, ORGANIZATION, RECEIVED_AT_MS};
 use bxb_event::validate::{MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
 
-const DEFAULT_CASES: u32 = 10_000;
+const DEFAULT_CASES: u32 = 20_000;
 const MAX_BATCH_EVENTS: usize = 10;
 const OLDEST_MS: i64 = RECEIVED_AT_MS - 86_400_000;
 const LATEST_MS: i64 = RECEIVED_AT_MS + 60_000;
