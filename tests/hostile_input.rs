@@ -107,3 +107,32 @@ async fn a_slow_body_is_cut_off_by_the_request_timeout() {
     assert_still_accepts(&gateway, &setup.key, 0).await;
     gateway.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
+    let setup = Setup::new(1).await;
+    let gateway = TestGateway::start_ready(setup.config(&["--header-read-timeout-ms=2000"])).await;
+    let address = gateway.url.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"POST /v1/events HTTP/1.1\r\nHost: ").await.unwrap();
+    // One byte of a header line a second: the request head never completes.
+    let mut buffer = [0u8; 1024];
+    let closed = loop {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if stream.write_all(b"x").await.is_err() { break true; }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(closed, "a client trickling its headers kept the connection open for {:?}", started.elapsed());
+    assert_still_accepts(&gateway, &setup.key, 0).await;
+    gateway.stop().await.expect("clean stop");
+}

@@ -28,6 +28,11 @@ pub struct GatewayConfig {
     /// its events may take (then 503).
     #[arg(long = "request-timeout-ms", env = "BXB_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's line and headers, counted from when the
+    /// connection waits for a request (so also how long an idle keep-alive connection stays
+    /// open); then the connection is closed. hyper's own default, which axum alone never applies.
+    #[arg(long = "header-read-timeout-ms", env = "BXB_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_read_timeout_ms: u64,
     /// On shutdown: how long to wait for the producer to deliver what is still queued.
     #[arg(long = "shutdown-flush-timeout-ms", env = "BXB_SHUTDOWN_FLUSH_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_flush_timeout_ms: u64,
@@ -170,6 +175,9 @@ impl GatewayConfig {
         }
         if self.auth.refresh_ms == 0 {
             return Err(problem("BXB_API_KEYS_REFRESH_MS", "must be positive"));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(problem("BXB_HEADER_READ_TIMEOUT_MS", "must be positive"));
         }
         if self.events_topic.is_empty() {
             return Err(problem("BXB_EVENTS_TOPIC", "must not be empty"));

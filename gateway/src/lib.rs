@@ -25,9 +25,9 @@ pub mod parse;
 pub mod publish;
 mod readiness;
 pub mod routes;
+mod serve;
 pub mod timestamp;
 
-use std::future::IntoFuture;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -94,19 +94,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let address = listener.local_addr()?;
     tracing::info!(%address, topic = config.events_topic, "gateway listening");
     let app = routes::router(state.clone(), readiness);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    let served = tokio::select! {
-        result = &mut server => result,
-        () = shutdown.cancelled() => {
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            let drain = config.request_timeout() + Duration::from_secs(1);
-            tokio::time::timeout(drain, &mut server).await.unwrap_or_else(|_| {
-                tracing::warn!("in-flight requests did not finish within the request timeout");
-                Ok(())
-            })
-        }
-    };
+    let drain = config.request_timeout() + Duration::from_secs(1);
+    serve::serve(listener, app, Duration::from_millis(config.header_read_timeout_ms), drain, shutdown).await;
 
     background.cancel();
     tasks.shutdown().await;
@@ -116,7 +105,6 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
         Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "producer flushed"),
         Err(e) => tracing::warn!(error = %e, "producer not flushed within the shutdown timeout"),
     }
-    served?;
     Ok(())
 }
 
