@@ -14,6 +14,12 @@ pub const DEFAULT_RETRY_INITIAL_BACKOFF_MS: u64 = 200;
 pub const DEFAULT_RETRY_MAX_BACKOFF_MS: u64 = 30_000;
 pub const DEFAULT_STATISTICS_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_SINK_READY_INTERVAL_MS: u64 = 5_000;
+/// librdkafka's default is 45 s. A consumer killed without leaving its group (OOM kill,
+/// `kill -9`, a lost node) holds its partitions until its session expires: in the chaos run the
+/// groups caught up 45 s after the faults with 45 s and 10 s with 10 s. Heartbeats come from
+/// librdkafka's own thread, so a long write cannot expire a session (that is
+/// `max.poll.interval.ms`'s job); 10 s is what Kafka used before 3.0 and what Vector uses.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
 
 /// How a consumer reads `events`, batches, retries and where it serves its health endpoints.
 #[derive(clap::Args, Clone, Debug)]
@@ -42,6 +48,10 @@ pub struct ConsumerArgs {
     /// How often librdkafka reports statistics (consumer lag per partition).
     #[arg(long = "kafka-statistics-interval-ms", env = "BXB_KAFKA_STATISTICS_INTERVAL_MS", default_value_t = DEFAULT_STATISTICS_INTERVAL_MS)]
     pub statistics_interval_ms: u64,
+    /// How long the group coordinator waits for a silent member before it reassigns its
+    /// partitions (Kafka's `session.timeout.ms`; the broker accepts 6 s to 30 min by default).
+    #[arg(long = "kafka-session-timeout-ms", env = "BXB_KAFKA_SESSION_TIMEOUT_MS", default_value_t = DEFAULT_SESSION_TIMEOUT_MS)]
+    pub session_timeout_ms: u64,
     /// How often `/readyz` asks the sink whether its store is reachable.
     #[arg(long = "sink-ready-interval-ms", env = "BXB_SINK_READY_INTERVAL_MS", default_value_t = DEFAULT_SINK_READY_INTERVAL_MS)]
     pub sink_ready_interval_ms: u64,
@@ -66,6 +76,7 @@ impl ConsumerArgs {
             retry_initial_backoff_ms: DEFAULT_RETRY_INITIAL_BACKOFF_MS,
             retry_max_backoff_ms: DEFAULT_RETRY_MAX_BACKOFF_MS,
             statistics_interval_ms: DEFAULT_STATISTICS_INTERVAL_MS,
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             sink_ready_interval_ms: DEFAULT_SINK_READY_INTERVAL_MS,
             listen_addr: "127.0.0.1:9091".to_owned(),
             kafka,
@@ -112,6 +123,10 @@ impl ConsumerArgs {
         if self.retry_max_backoff_ms < self.retry_initial_backoff_ms {
             return Err(config("BXB_RETRY_MAX_BACKOFF_MS", "must not be below BXB_RETRY_INITIAL_BACKOFF_MS"));
         }
+        // librdkafka's heartbeat.interval.ms (3 s) must stay below the session timeout.
+        if self.session_timeout_ms <= 3_000 {
+            return Err(config("BXB_KAFKA_SESSION_TIMEOUT_MS", "must be above 3000 (the heartbeat interval)"));
+        }
         if self.sink_ready_interval_ms == 0 {
             return Err(config("BXB_SINK_READY_INTERVAL_MS", "must be at least 1"));
         }
@@ -128,6 +143,7 @@ impl ConsumerArgs {
             retry_initial_backoff: Duration::from_millis(self.retry_initial_backoff_ms),
             retry_max_backoff: Duration::from_millis(self.retry_max_backoff_ms),
             statistics_interval_ms: self.statistics_interval_ms,
+            session_timeout_ms: self.session_timeout_ms,
             sink_ready_interval: Duration::from_millis(self.sink_ready_interval_ms),
             kafka,
         })
@@ -145,6 +161,7 @@ pub(crate) struct Settings {
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
     pub statistics_interval_ms: u64,
+    pub session_timeout_ms: u64,
     pub sink_ready_interval: Duration,
     pub kafka: rdkafka::ClientConfig,
 }
@@ -184,8 +201,9 @@ mod tests {
     #[test]
     fn bad_values_name_their_setting() {
         type Break = fn(&mut ConsumerArgs);
-        let cases: [(Break, &str); 4] = [
+        let cases: [(Break, &str); 5] = [
             (|a| a.batch_max_events = 0, "BXB_BATCH_MAX_EVENTS"),
+            (|a| a.session_timeout_ms = 3_000, "BXB_KAFKA_SESSION_TIMEOUT_MS"),
             (|a| a.dlq_topic = "events".into(), "BXB_DLQ_TOPIC"),
             (|a| a.retry_max_backoff_ms = 1, "BXB_RETRY_MAX_BACKOFF_MS"),
             (|a| a.batch_max_wait_ms = 0, "BXB_BATCH_MAX_WAIT_MS"),
@@ -207,5 +225,6 @@ mod tests {
         let settings = cli.consumer.validate().unwrap();
         assert_eq!(settings.group_id, "g");
         assert_eq!(settings.batch_max_events, 5);
+        assert_eq!(settings.session_timeout_ms, DEFAULT_SESSION_TIMEOUT_MS);
     }
 }

@@ -237,6 +237,7 @@ fn consumer_config(settings: &Settings) -> ClientConfig {
         // partitions' in-flight batches survive a member joining or leaving.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", settings.statistics_interval_ms.to_string())
+        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
         .set("enable.partition.eof", "false");
     crate::memory::bound_prefetch(&mut config);
     config
