@@ -1,10 +1,11 @@
 //! End to end: events published to Kafka, consumed by the real runtime with the PostgreSQL sink.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bxb_consumer::{ConsumerArgs, Record, Sink, SinkError};
-use bxb_consumer_postgres::{Config, PostgresSink};
+use bxb_consumer_postgres::select::Skip;
+use bxb_consumer_postgres::{Config, PostgresSink, WriteSummary};
 use bxb_tests::kafka::{committed_offsets, wait_until_committed, EventPublisher};
 use bxb_tests::{consumer_args, unique, EphemeralTopic};
 use sqlx::PgPool;
@@ -51,6 +52,18 @@ impl Stack {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let consumer = tokio::spawn(bxb_consumer_postgres::run(self.config(group), listener, shutdown.clone()));
         self.wait_committed(group).await;
+        shutdown.cancel();
+        consumer.await.unwrap().expect("consumer stops cleanly");
+    }
+
+    /// Runs the bare runtime with `sink` in `args`' group until every record of the topic is
+    /// committed.
+    async fn consume_everything_with(&self, args: ConsumerArgs, sink: impl Sink) {
+        let group = args.group_id.clone().expect("a test names its group");
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let consumer = tokio::spawn(bxb_consumer::run(args, listener, sink, shutdown.clone()));
+        self.wait_committed(&group).await;
         shutdown.cancel();
         consumer.await.unwrap().expect("consumer stops cleanly");
     }
@@ -185,4 +198,116 @@ async fn a_crash_between_write_and_commit_and_a_reread_from_zero_leave_one_row_p
     shutdown.cancel();
     consumer.await.unwrap().expect("consumer stops cleanly");
     assert_eq!(snapshot(&pool).await, after_restart);
+}
+
+/// The PostgreSQL sink, keeping what each batch write did.
+struct SummarizedSink {
+    inner: PostgresSink,
+    summaries: Arc<Mutex<Vec<WriteSummary>>>,
+}
+
+impl Sink for SummarizedSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
+        let summary = self.inner.write_batch(batch).await?;
+        self.summaries.lock().unwrap().push(summary);
+        Ok(())
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
+#[tokio::test]
+async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each() {
+    bxb_telemetry::init_for_tests();
+    let stack = Stack::new().await;
+    let pool = stack.db.pool().await;
+    bxb_consumer_postgres::migrate(&stack.db.args()).await.unwrap();
+    // One organization: its records share one Kafka partition, so offsets follow publish order
+    // from 0.
+    let org = Uuid::new_v4();
+    make_billable(&pool, org, "api_calls").await;
+    let publisher = EventPublisher::new(&stack.topic.name).await;
+    let group = unique("bxb-postgres");
+    let base = now_ms() - 2 * 3_600_000;
+    let stored = |i: i64| event(org, &format!("a-{i:02}"), "api_calls", base - i * 1_000);
+
+    let first: Vec<_> = (1..=50).map(stored).collect();
+    publisher.publish(&first).await;
+    stack.consume_everything(&group).await;
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM events").await, 50);
+
+    // One burst: new identities, client retries of stored ones on another day's or hour's
+    // partition with another value, an identity twice, and events that are not billable.
+    let retry = |i: i64| {
+        let moved = if i % 2 == 1 { -DAY_MS } else { 3_600_000 };
+        let mut e = stored(i);
+        e.timestamp_ms += moved;
+        e.value = Some(99.0);
+        e.decimal_value = Some("99".parse().unwrap());
+        e.properties = r#"{"region":"retried"}"#.into();
+        e
+    };
+    let twice = event(org, "c-01", "api_calls", base + 600_000);
+    let mut twice_again = twice.clone();
+    twice_again.timestamp_ms -= DAY_MS;
+    twice_again.value = Some(99.0);
+    let mut burst = vec![twice.clone()];
+    for i in 1..=50 {
+        burst.push(event(org, &format!("b-{i:02}"), "api_calls", base + i * 1_000));
+        if i <= 25 {
+            burst.push(retry(i));
+        }
+        if i % 5 == 0 {
+            burst.push(event(org, &format!("free-{i:02}"), "page_views", base));
+        }
+    }
+    burst.push(twice_again);
+    publisher.publish(&burst).await;
+
+    // The whole burst is one batch: it flushes when full, long before its wait runs out.
+    let mut args = stack.consumer_args(&group);
+    args.batch_max_events = burst.len();
+    args.batch_max_wait_ms = WAIT.as_millis() as u64;
+    let summaries = Arc::new(Mutex::new(Vec::new()));
+    let sink = SummarizedSink { inner: stack.db.sink(|_| {}).await, summaries: summaries.clone() };
+    stack.consume_everything_with(args, sink).await;
+    // Written and already stored in one write: the keys' COPY failed and the fallback insert ran.
+    assert_eq!(
+        *summaries.lock().unwrap(),
+        vec![WriteSummary {
+            written: 51,
+            already_stored: 25,
+            skipped: vec![(Skip::DuplicateInBatch, 1), (Skip::NotBillable, 10)],
+        }]
+    );
+
+    // Each identity once, as its lowest offset had it.
+    let offset_in_burst = |e: &bxb_event::Event| 50 + burst.iter().position(|b| b == e).unwrap() as i64;
+    let mut expected: Vec<(String, i64, i64)> =
+        first.iter().zip(0..).map(|(e, offset)| (e.transaction_id.clone(), e.timestamp_ms, offset)).collect();
+    for e in burst.iter().filter(|e| e.transaction_id.starts_with("b-")) {
+        expected.push((e.transaction_id.clone(), e.timestamp_ms, offset_in_burst(e)));
+    }
+    expected.push((twice.transaction_id.clone(), twice.timestamp_ms, offset_in_burst(&twice)));
+    expected.sort();
+    let mut rows = rows_of(&pool, org).await;
+    rows.sort();
+    assert_eq!(rows, expected);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM events WHERE value = 2.5 AND decimal_value = 12.000000000345 AND properties->>'region' = 'eu-west-1'").await,
+        101,
+        "no retried value was stored"
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM event_keys k JOIN events e USING (organization_id, transaction_id) WHERE k.\"timestamp\" = e.\"timestamp\"").await,
+        101,
+        "every key names the partition of its stored event"
+    );
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys").await, 101);
 }
