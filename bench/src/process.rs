@@ -22,13 +22,25 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A command for `bin_dir/binary` without the `BXB_*` and `OTEL_*` variables of this process: a
+/// binary under test gets exactly the settings
+/// its caller passes, never the dev stack's (e.g. `BXB_POSTGRES_URL` from `.dev/env` would make
+/// a gateway read API keys from a database that may not even be migrated).
+pub fn command(bin_dir: &Path, binary: &str) -> Command {
+    let mut command = Command::new(bin_dir.join(binary));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("BXB_") || key.starts_with("OTEL_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
 /// Starts `bin_dir/binary` with `env` on a free port, logging to `log_dir/<label>.log`, and waits
 /// until its `/readyz` answers 200.
 pub async fn start(bin_dir: &Path, binary: &str, label: &str, env: &[(String, String)], log_dir: &Path) -> anyhow::Result<Running> {
     let port = free_port()?;
     let log_path: PathBuf = log_dir.join(format!("{label}.log"));
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let child = Command::new(bin_dir.join(binary))
+    let child = command(bin_dir, binary)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("BXB_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("BXB_LOG", "warn")
@@ -136,7 +148,7 @@ pub fn metric_total_where(text: &str, name: &str, label: &str) -> f64 {
 
 /// Runs a binary to completion (e.g. `gateway api-key create`) and returns its stdout.
 pub async fn output(bin_dir: &Path, binary: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
-    let out = Command::new(bin_dir.join(binary))
+    let out = command(bin_dir, binary)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("BXB_LOG", "warn")
@@ -176,6 +188,15 @@ mod tests {
         assert_eq!(metric_total(text, "w_count"), 4.0);
         assert_eq!(metric_total(text, "missing"), 0.0);
         assert_eq!(metric_total_where(text, "w_sum", "outcome=\"ok\""), 1.5);
+    }
+
+    #[test]
+    fn binaries_under_test_do_not_inherit_the_dev_stacks_settings() {
+        std::env::set_var("BXB_PROCESS_TEST_INHERITED", "x");
+        let command = command(Path::new("/nonexistent"), "gateway");
+        let removed: Vec<_> = command.as_std().get_envs().filter(|(_, value)| value.is_none()).map(|(key, _)| key.to_owned()).collect();
+        assert!(removed.iter().any(|k| k == "BXB_PROCESS_TEST_INHERITED"), "{removed:?}");
+        assert!(removed.iter().all(|k| k.to_string_lossy().starts_with("BXB_") || k.to_string_lossy().starts_with("OTEL_")));
     }
 
     #[test]

@@ -327,7 +327,7 @@ impl Chaos {
         let (from, to) = (rfc3339(range_ms.0)?, rfc3339(range_ms.1)?);
         let postgres_url = postgres_url_for(&self.args.postgres_url, &self.names.database);
         let codes = BILLABLE_CODES.join(",");
-        let out = tokio::process::Command::new(self.args.bin_dir.join("bxbctl"))
+        let out = process::command(&self.args.bin_dir, "bxbctl")
             .args(["verify", "--from", &from, "--to", &to, "--postgres-url", &postgres_url, "--billable-codes", &codes])
             .args(["--clickhouse-url", &self.args.clickhouse_url, "--clickhouse-database", &self.names.database])
             .output()
