@@ -39,8 +39,8 @@ pub struct ConsumerSetup {
 impl ConsumerSetup {
     pub fn env(&self, args: &BenchArgs) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = vec![
-            ("BXB_KAFKA_BROKERS".into(), args.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL".into(), args.registry_url.clone()),
+            ("BXB_KAFKA_BROKERS".into(), args.stack.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL".into(), args.stack.registry_url.clone()),
             ("BXB_EVENTS_TOPIC".into(), self.topic.clone()),
             ("BXB_DLQ_TOPIC".into(), self.dlq_topic.clone()),
             ("BXB_CONSUMER_GROUP".into(), self.group.clone()),
@@ -56,7 +56,7 @@ impl ConsumerSetup {
         }
         match self.consumer {
             Consumer::ClickHouse => {
-                env.push(("BXB_CLICKHOUSE_URL".into(), args.clickhouse_url.clone()));
+                env.push(("BXB_CLICKHOUSE_URL".into(), args.stack.clickhouse_url.clone()));
                 env.push(("BXB_CLICKHOUSE_DATABASE".into(), self.store.clone()));
             }
             Consumer::Postgres => {
@@ -99,7 +99,7 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
     // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
     let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);
     let mut first: Option<(Instant, i64)> = None;
-    let watch = services::GroupWatch::new(args, &setup.group, &setup.topic)?;
+    let watch = services::GroupWatch::new(&args.stack, &setup.group, &setup.topic)?;
     let result = loop {
         let committed = watch.committed_total().await?;
         bar.set_position(committed.max(0) as u64);

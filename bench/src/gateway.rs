@@ -43,8 +43,8 @@ pub async fn create_keys(args: &BenchArgs, file: &std::path::Path, count: usize)
 /// off (the benchmark measures capacity, not the limiter).
 pub fn gateway_env(args: &BenchArgs, topic: &str, key_file: &std::path::Path) -> Vec<(String, String)> {
     vec![
-        ("BXB_KAFKA_BROKERS".into(), args.kafka_brokers.clone()),
-        ("BXB_SCHEMA_REGISTRY_URL".into(), args.registry_url.clone()),
+        ("BXB_KAFKA_BROKERS".into(), args.stack.kafka_brokers.clone()),
+        ("BXB_SCHEMA_REGISTRY_URL".into(), args.stack.registry_url.clone()),
         ("BXB_EVENTS_TOPIC".into(), topic.into()),
         ("BXB_API_KEYS_FILE".into(), key_file.display().to_string()),
         ("BXB_RATE_LIMIT_EVENTS_PER_SECOND".into(), "0".into()),

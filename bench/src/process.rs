@@ -104,6 +104,14 @@ impl Running {
     }
 }
 
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), in bytes; 0 when unknown.
+pub fn machine_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// `VmHWM` of `/proc/<pid>/status`, in bytes.
 pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

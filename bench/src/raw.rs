@@ -22,7 +22,7 @@ const IN_FLIGHT_RECORDS: usize = 100_000;
 /// The gateway's producer settings (gateway/src/publish.rs, defaults): acks=all, idempotence,
 /// lz4, linger 5 ms.
 pub fn gateway_like_producer(args: &BenchArgs) -> anyhow::Result<FutureProducer> {
-    Ok(kafka_config(args)?
+    Ok(kafka_config(&args.stack)?
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
@@ -36,7 +36,7 @@ pub fn gateway_like_producer(args: &BenchArgs) -> anyhow::Result<FutureProducer>
 
 /// Registers the event schema for `topic` like the gateway does and returns its encoder.
 pub async fn encoder_for(args: &BenchArgs, topic: &str) -> anyhow::Result<EventEncoder> {
-    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.registry_url.clone()))?;
+    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.stack.registry_url.clone()))?;
     let id = registry.register_event_schema(&value_subject(topic)).await.context("registering the event schema")?;
     Ok(EventEncoder::new(id))
 }
@@ -106,7 +106,7 @@ async fn await_oldest(pending: &mut VecDeque<rdkafka::producer::DeliveryFuture>,
 /// Inserts the backlog's rows into a fresh `events_raw` with the clickhouse crate, `batch`
 /// rows per insert, one insert after the other like the consumer; events/s.
 pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_ids: &[Uuid], count: u64, batch: usize, bar: &ProgressBar) -> anyhow::Result<f64> {
-    let server = services::clickhouse(args);
+    let server = services::clickhouse(&args.stack);
     server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await?;
     let client = server.with_database(database);
     client.query(bxb_schemas::clickhouse::EVENTS_RAW_DDL).execute().await.context("creating events_raw")?;
@@ -185,7 +185,7 @@ pub struct StageCosts {
 }
 
 pub async fn stage_costs(args: &BenchArgs, topic: &str, organization_ids: &[Uuid], count: u64) -> anyhow::Result<StageCosts> {
-    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.registry_url.clone()))?;
+    let registry = SchemaRegistry::new(&RegistryArgs::with_url(args.stack.registry_url.clone()))?;
     let encoder = EventEncoder::new(registry.register_event_schema(&value_subject(topic)).await?);
     let decoder = registry.decoder();
     let now = now_ms();

@@ -88,13 +88,10 @@ async fn environment(args: &BenchArgs) -> Environment {
     versions.insert("git".into(), command("git", &["rev-parse", "--short", "HEAD"]));
     versions.insert("rustc".into(), command("rustc", &["--version"]));
     versions.insert("kafka".into(), args.kafka_version.clone());
-    let (ch, pg) = services::server_versions(args).await;
+    let (ch, pg) = services::server_versions(&args.stack).await;
     versions.insert("clickhouse".into(), ch);
     versions.insert("postgresql".into(), pg);
-    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map_or(0, |kib| kib * 1024);
+    let memory_bytes = crate::process::machine_memory_bytes();
     Environment {
         date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         mode: if args.quick { "quick".into() } else { "full".into() },
@@ -120,7 +117,7 @@ impl Bench {
 
     async fn topic(&mut self, what: &str) -> anyhow::Result<String> {
         let topic = self.names.topic(what);
-        services::create_topic(&self.args, &topic).await?;
+        services::create_topic(&self.args.stack, &topic).await?;
         self.created.topics.push(topic.clone());
         Ok(topic)
     }
@@ -213,7 +210,7 @@ impl Bench {
                 database
             }
             Consumer::Postgres => {
-                let url = services::create_pg_database(&self.args, &database).await?;
+                let url = services::create_pg_database(&self.args.stack, &database).await?;
                 self.created.pg_databases.push(database);
                 url
             }
@@ -252,14 +249,14 @@ impl Bench {
         // PostgreSQL: the consumer, the raw COPY, two instances.
         let one = self.consumer_drain(Consumer::Postgres, "pg1", 1).await?;
         let raw_db = self.names.database("pgraw");
-        let raw_url = services::create_pg_database(&self.args, &raw_db).await?;
+        let raw_url = services::create_pg_database(&self.args.stack, &raw_db).await?;
         self.created.pg_databases.push(raw_db);
         let bar = self.bar(count, "raw PostgreSQL COPY");
         let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, false, &bar).await?;
         bar.finish();
         self.report.postgres = Some(drain_figures(count, batch, &one, raw));
         let raw_db = self.names.database("pgrawkeyed");
-        let raw_url = services::create_pg_database(&self.args, &raw_db).await?;
+        let raw_url = services::create_pg_database(&self.args.stack, &raw_db).await?;
         self.created.pg_databases.push(raw_db);
         let bar = self.bar(count, "raw PostgreSQL COPY, events + event_keys");
         match crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, true, &bar).await {
@@ -281,7 +278,7 @@ impl Bench {
         let ch_db = self.names.database("e2ech");
         self.created.ch_databases.push(ch_db.clone());
         let pg_db = self.names.database("e2epg");
-        let pg_url = services::create_pg_database(&self.args, &pg_db).await?;
+        let pg_url = services::create_pg_database(&self.args.stack, &pg_db).await?;
         self.created.pg_databases.push(pg_db);
         let dlq_topic = self.names.topic("dlq");
         let ch = ConsumerSetup { consumer: Consumer::ClickHouse, topic: topic.clone(), dlq_topic: dlq_topic.clone(), group: self.group("e2ech"), store: ch_db.clone(), batch_events: self.sizes.batch_events };
@@ -291,7 +288,7 @@ impl Bench {
         let gateway_process = crate::process::start(&self.args.bin_dir, "gateway", "gateway-e2e", &gateway::gateway_env(&self.args, &topic, &key_file), &self.args.work_dir).await?;
         let target = Arc::new(Target::new(&gateway_process)?);
         let stores = crate::e2e::Stores {
-            clickhouse: services::clickhouse(&self.args).with_database(&ch_db),
+            clickhouse: services::clickhouse(&self.args.stack).with_database(&ch_db),
             postgres: sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&pg_url).await?,
             organization_ids: keys.iter().map(|k| k.organization_id).collect(),
         };
@@ -314,16 +311,16 @@ impl Bench {
     async fn cleanup(&mut self) {
         let created = std::mem::take(&mut self.created);
         for group in &created.groups {
-            services::delete_group(&self.args, group).await;
+            services::delete_group(&self.args.stack, group).await;
         }
         for topic in &created.topics {
-            services::delete_topic(&self.args, topic).await;
+            services::delete_topic(&self.args.stack, topic).await;
         }
         for database in &created.ch_databases {
-            services::drop_ch_database(&self.args, database).await;
+            services::drop_ch_database(&self.args.stack, database).await;
         }
         for database in &created.pg_databases {
-            services::drop_pg_database(&self.args, database).await;
+            services::drop_pg_database(&self.args.stack, database).await;
         }
         // The schema subjects of the run's topics stay in the in-memory registry: harmless.
         tokio::time::sleep(Duration::ZERO).await;

@@ -24,15 +24,8 @@ pub struct BenchArgs {
     /// Scratch directory of a run: logs of the binaries, the API key file.
     #[arg(long = "work-dir", env = "BXB_BENCH_DIR", default_value = ".dev/bench")]
     pub work_dir: PathBuf,
-    #[arg(long = "kafka-brokers", env = "BXB_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
-    pub kafka_brokers: String,
-    #[arg(long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
-    pub registry_url: String,
-    /// An existing database the run connects to in order to create and drop its own databases.
-    #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
-    pub postgres_url: String,
-    #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
-    pub clickhouse_url: String,
+    #[command(flatten)]
+    pub stack: StackArgs,
     /// Reported as the Kafka version (the broker does not say over the protocol).
     #[arg(long = "kafka-version", env = "BXB_KAFKA_VERSION", default_value = "unknown")]
     pub kafka_version: String,
@@ -47,6 +40,20 @@ pub struct BenchArgs {
     /// Overrides the backlog size of the drain phase.
     #[arg(long = "backlog-events")]
     pub backlog_events: Option<u64>,
+}
+
+/// Where the shared services are (`./dev/bench` and `./dev/chaos` fill them from `.dev/env`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    #[arg(long = "kafka-brokers", env = "BXB_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    pub kafka_brokers: String,
+    #[arg(long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
+    pub registry_url: String,
+    /// An existing database a run connects to in order to create and drop its own databases.
+    #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
+    pub postgres_url: String,
+    #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
+    pub clickhouse_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

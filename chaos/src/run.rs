@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bxb_bench::process::{self, Running};
+use bxb_bench::services;
 use bxb_bench::settings::postgres_url_for;
-use bxb_kafka::KafkaArgs;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rdkafka::ClientConfig;
@@ -62,7 +62,7 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
     let names = Names::new();
     args.work_dir = args.work_dir.join(&names.topic);
     std::fs::create_dir_all(&args.work_dir)?;
-    let kafka = KafkaArgs::plaintext(args.kafka_brokers.clone()).client_config()?;
+    let kafka = services::kafka_config(&args.stack)?;
     let mut chaos = Chaos { report: environment(seed, &args), args, names, kafka, started: Instant::now() };
     eprintln!("chaos: seed {seed}, topic {}, logs in {}", chaos.names.topic, chaos.args.work_dir.display());
     let deadline = chaos.args.deadline();
@@ -79,14 +79,10 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
 }
 
 fn environment(seed: u64, args: &ChaosArgs) -> Report {
-    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map_or(0, |kib| kib * 1024);
     Report {
         date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         cores: std::thread::available_parallelism().map_or(0, usize::from),
-        memory_bytes,
+        memory_bytes: process::machine_memory_bytes(),
         seed,
         organizations: args.organizations,
         offered_rate_events_per_s: args.rate,
@@ -102,15 +98,15 @@ impl Chaos {
     fn consumer(&self, kind: Kind) -> Instance {
         let args = &self.args;
         let (group, store) = match kind {
-            Kind::ClickHouse => (&self.names.clickhouse_group, vec![("BXB_CLICKHOUSE_URL", args.clickhouse_url.clone()), ("BXB_CLICKHOUSE_DATABASE", self.names.database.clone())]),
+            Kind::ClickHouse => (&self.names.clickhouse_group, vec![("BXB_CLICKHOUSE_URL", args.stack.clickhouse_url.clone()), ("BXB_CLICKHOUSE_DATABASE", self.names.database.clone())]),
             Kind::Postgres => (
                 &self.names.postgres_group,
-                vec![("BXB_POSTGRES_URL", postgres_url_for(&args.postgres_url, &self.names.database)), ("BXB_BILLABLE_CODES", BILLABLE_CODES.join(","))],
+                vec![("BXB_POSTGRES_URL", postgres_url_for(&args.stack.postgres_url, &self.names.database)), ("BXB_BILLABLE_CODES", BILLABLE_CODES.join(","))],
             ),
         };
         let mut env: Vec<(String, String)> = [
-            ("BXB_KAFKA_BROKERS", args.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL", args.registry_url.clone()),
+            ("BXB_KAFKA_BROKERS", args.stack.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL", args.stack.registry_url.clone()),
             ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
             ("BXB_DLQ_TOPIC", self.names.dlq.clone()),
             ("BXB_CONSUMER_GROUP", group.clone()),
@@ -139,8 +135,8 @@ impl Chaos {
 
     async fn start_gateway(&self, key_file: &std::path::Path) -> anyhow::Result<Running> {
         let env: Vec<(String, String)> = [
-            ("BXB_KAFKA_BROKERS", self.args.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL", self.args.registry_url.clone()),
+            ("BXB_KAFKA_BROKERS", self.args.stack.kafka_brokers.clone()),
+            ("BXB_SCHEMA_REGISTRY_URL", self.args.stack.registry_url.clone()),
             ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
             ("BXB_API_KEYS_FILE", key_file.display().to_string()),
         ]
@@ -153,10 +149,8 @@ impl Chaos {
     async fn exercise(&mut self, seed: u64) -> anyhow::Result<()> {
         bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.topic, PARTITIONS, 1, &[]).await.context("creating the run's topic")?;
         bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.dlq, 1, 1, &[]).await.context("creating the run's DLQ topic")?;
-        let mut admin = sqlx::PgPool::connect(&self.args.postgres_url).await.context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE DATABASE \"{}\"", self.names.database)).execute(&admin).await?;
-        admin.close().await;
-        admin = sqlx::PgPool::connect(&postgres_url_for(&self.args.postgres_url, &self.names.database)).await?;
+        let database_url = services::create_pg_database(&self.args.stack, &self.names.database).await?;
+        let admin = sqlx::PgPool::connect(&database_url).await?;
 
         let (key_file, organizations, keys) = self.create_keys().await?;
         let mut clickhouse = self.consumer(Kind::ClickHouse);
@@ -229,7 +223,7 @@ impl Chaos {
         self.report.accepted_distinct_events = accepted.len();
         self.report.accepted_billable_events = billable.len();
 
-        let clickhouse_client = clickhouse::Client::default().with_url(&self.args.clickhouse_url).with_database(&self.names.database).with_validation(false);
+        let clickhouse_client = services::clickhouse(&self.args.stack).with_database(&self.names.database);
         let range_ms = (start_ms - 8 * 3_600_000, now_ms() + 3_600_000);
         self.report.catch_up_seconds = self.caught_up().await?;
         self.report.after_faults = self.tallies(&clickhouse_client, &admin, range_ms, &accepted, &billable).await?;
@@ -297,7 +291,7 @@ impl Chaos {
     /// `bxbctl replay --to-earliest --execute`, retried while the stopped consumers' group still
     /// lists members.
     async fn replay_from_earliest(&self, group: &str) -> anyhow::Result<()> {
-        let args = ["replay", "--group", group, "--topic", &self.names.topic, "--to-earliest", "--execute", "--kafka-brokers", &self.args.kafka_brokers];
+        let args = ["replay", "--group", group, "--topic", &self.names.topic, "--to-earliest", "--execute", "--kafka-brokers", &self.args.stack.kafka_brokers];
         let until = Instant::now() + Duration::from_secs(90);
         loop {
             match process::output(&self.args.bin_dir, "bxbctl", &args, &[]).await {
@@ -325,11 +319,11 @@ impl Chaos {
             Ok(time::OffsetDateTime::from_unix_timestamp(ms / 1000)?.format(&time::format_description::well_known::Rfc3339)?)
         };
         let (from, to) = (rfc3339(range_ms.0)?, rfc3339(range_ms.1)?);
-        let postgres_url = postgres_url_for(&self.args.postgres_url, &self.names.database);
+        let postgres_url = postgres_url_for(&self.args.stack.postgres_url, &self.names.database);
         let codes = BILLABLE_CODES.join(",");
         let out = process::command(&self.args.bin_dir, "bxbctl")
             .args(["verify", "--from", &from, "--to", &to, "--postgres-url", &postgres_url, "--billable-codes", &codes])
-            .args(["--clickhouse-url", &self.args.clickhouse_url, "--clickhouse-database", &self.names.database])
+            .args(["--clickhouse-url", &self.args.stack.clickhouse_url, "--clickhouse-database", &self.names.database])
             .output()
             .await
             .context("running bxbctl verify")?;
@@ -341,17 +335,15 @@ impl Chaos {
     }
 
     async fn cleanup(&self) {
-        if let Ok(admin) = self.kafka.create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>() {
-            let options = rdkafka::admin::AdminOptions::new();
-            let _ = admin.delete_groups(&[&self.names.clickhouse_group, &self.names.postgres_group], &options).await;
-            let _ = admin.delete_topics(&[&self.names.topic, &self.names.dlq], &options).await;
+        let stack = &self.args.stack;
+        for group in [&self.names.clickhouse_group, &self.names.postgres_group] {
+            services::delete_group(stack, group).await;
         }
-        let client = clickhouse::Client::default().with_url(&self.args.clickhouse_url);
-        let _ = client.query(&format!("DROP DATABASE IF EXISTS {}", self.names.database)).execute().await;
-        if let Ok(admin) = sqlx::PgPool::connect(&self.args.postgres_url).await {
-            let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1").bind(&self.names.database).execute(&admin).await;
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\"", self.names.database)).execute(&admin).await;
+        for topic in [&self.names.topic, &self.names.dlq] {
+            services::delete_topic(stack, topic).await;
         }
+        services::drop_ch_database(stack, &self.names.database).await;
+        services::drop_pg_database(stack, &self.names.database).await;
     }
 }
 

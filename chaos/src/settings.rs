@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bxb_bench::settings::StackArgs;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bxb-chaos", about = "Load through the gateway while consumers are killed and the broker restarts; then exact counts in both stores")]
 pub struct ChaosArgs {
@@ -59,15 +61,8 @@ pub struct ChaosArgs {
     /// Scratch directory: logs of every process incarnation, the API key file.
     #[arg(long = "work-dir", env = "BXB_CHAOS_DIR", default_value = ".dev/chaos")]
     pub work_dir: PathBuf,
-    #[arg(long = "kafka-brokers", env = "BXB_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
-    pub kafka_brokers: String,
-    #[arg(long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
-    pub registry_url: String,
-    /// An existing database the run connects to in order to create and drop its own.
-    #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
-    pub postgres_url: String,
-    #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
-    pub clickhouse_url: String,
+    #[command(flatten)]
+    pub stack: StackArgs,
 }
 
 impl ChaosArgs {
