@@ -154,21 +154,7 @@ mod tests {
     use super::*;
 
     fn record(organization: u128, transaction_id: &str, offset: i64) -> Record {
-        Record {
-            event: bxb_event::Event {
-                organization_id: Uuid::from_u128(organization),
-                transaction_id: transaction_id.into(),
-                external_customer_id: "c".into(),
-                code: "calls".into(),
-                timestamp_ms: 1_795_000_000_123,
-                properties: "{}".into(),
-                value: None,
-                decimal_value: None,
-            },
-            partition: 0,
-            offset,
-            ingested_at_ms: None,
-        }
+        crate::select::tests::record(organization, transaction_id, "calls", 1_795_000_000_123, offset)
     }
 
     #[test]

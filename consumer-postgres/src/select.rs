@@ -89,12 +89,13 @@ pub fn select<'a>(batch: &'a [Record], billable: &BillableView<'_>, window: Wind
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::billable::BillableMetrics;
     use bxb_event::Event;
 
-    fn record(org: u128, tx: &str, code: &str, ts: i64, offset: i64) -> Record {
+    /// A record of the crate's unit tests: the identity, code, time and offset that matter here.
+    pub(crate) fn record(org: u128, tx: &str, code: &str, ts: i64, offset: i64) -> Record {
         Record {
             event: Event {
                 organization_id: Uuid::from_u128(org),
