@@ -11,7 +11,7 @@ use bxb_ctl::verify::{self, VerifyScope};
 use bxb_event::Event;
 use bxb_tests::eventually;
 use bxb_tests::kafka::{committed_offsets, end_offsets, now_ms};
-use stack::{workload, Stack, BILLABLE, PARTITIONS, WAIT};
+use stack::{workload, Stack, BILLABLE, WAIT};
 use uuid::Uuid;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -65,13 +65,13 @@ async fn replays_to_earliest_with_bxbctl_and_with_kafkas_tool_change_no_count() 
 
     // A dry run changes nothing and says how much would be read again.
     let config = stack.kafka_config();
-    let committed = committed_offsets(&stack.clickhouse_group, &stack.topic.name, PARTITIONS).await;
+    let committed = committed_offsets(&stack.clickhouse_group, &stack.topic.name).await;
     let plans = replay::plan(&config, &stack.clickhouse_group, &stack.topic.name, &[], &Target::Earliest).unwrap();
     assert_eq!(plans.iter().map(|p| p.reread).sum::<i64>(), events.len() as i64);
-    assert_eq!(committed_offsets(&stack.clickhouse_group, &stack.topic.name, PARTITIONS).await, committed);
+    assert_eq!(committed_offsets(&stack.clickhouse_group, &stack.topic.name).await, committed);
 
     assert_eq!(replay_both(&stack, &Target::Earliest).await, events.len() as i64);
-    let rewound = committed_offsets(&stack.postgres_group, &stack.topic.name, PARTITIONS).await;
+    let rewound = committed_offsets(&stack.postgres_group, &stack.topic.name).await;
     assert!(rewound.values().all(|o| *o == 0), "offsets are back at the start: {rewound:?}");
     stack.consume_everything().await;
     assert_eq!(stack.snapshot().await, before, "bxbctl replay to earliest");
@@ -103,7 +103,7 @@ async fn replays_to_a_datetime_and_to_offsets_change_no_count() {
     stack.consume_everything().await;
     assert_eq!(stack.snapshot().await, before, "replay to a datetime");
 
-    let end = end_offsets(&stack.topic.name, PARTITIONS).await;
+    let end = end_offsets(&stack.topic.name).await;
     let (&partition, &high) = end.iter().next().expect("a partition with records");
     let reread = replay_both(&stack, &Target::Offsets(BTreeMap::from([(partition, 1)]))).await;
     assert_eq!(reread, high - 1, "only the named partition moves");
@@ -125,7 +125,7 @@ async fn a_group_with_live_consumers_is_not_reset() {
         .args(["--group", &stack.postgres_group, "--topic", &stack.topic.name, "--reset-offsets", "--to-earliest", "--execute"])
         .output()
         .unwrap();
-    let committed = committed_offsets(&stack.postgres_group, &stack.topic.name, PARTITIONS).await;
+    let committed = committed_offsets(&stack.postgres_group, &stack.topic.name).await;
     assert!(committed.values().all(|o| *o > 0) && !committed.is_empty(), "Kafka's tool refused too ({tool:?}): {committed:?}");
 
     consumers.stop().await;

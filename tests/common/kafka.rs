@@ -5,10 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
 use bxb_event::Event;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use bxb_kafka::admin::{group_positions, PartitionPosition};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{eventually, kafka_config, schema_registry_url};
 
@@ -52,48 +51,30 @@ impl EventPublisher {
     }
 }
 
-/// The offsets `group` has committed on `topic`, per partition that has one.
-pub async fn committed_offsets(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+/// Where `group` stands on every partition of `topic` (read without joining the group).
+async fn positions(group: &str, topic: &str) -> Vec<PartitionPosition> {
     let (group, topic) = (group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka_config().set("group.id", &group).create().expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-        committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect()
-    })
-    .await
-    .expect("no panic")
+    tokio::task::spawn_blocking(move || group_positions(&kafka_config(), &group, &topic, Duration::from_secs(10)).expect("group positions"))
+        .await
+        .expect("no panic")
+}
+
+/// The offsets `group` has committed on `topic`, per partition that has one.
+pub async fn committed_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    positions(group, topic).await.into_iter().filter_map(|p| Some((p.partition, p.committed?))).collect()
 }
 
 /// One past the last record of every partition of `topic` that holds records.
-pub async fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka_config().create().expect("consumer");
-        (0..partitions)
-            .map(|p| (p, consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).expect("watermarks").1))
-            .filter(|(_, high)| *high > 0)
-            .collect()
-    })
-    .await
-    .expect("no panic")
+pub async fn end_offsets(topic: &str) -> BTreeMap<i32, i64> {
+    // Watermarks do not depend on the group; this one never commits anything.
+    positions("bxb-tests-watermarks", topic).await.into_iter().filter(|p| p.high > 0).map(|p| (p.partition, p.high)).collect()
 }
 
 /// Waits until `group` has committed the end of every non-empty partition of `topic`.
-pub async fn wait_until_committed(group: &str, topic: &str, partitions: i32, timeout: Duration) {
-    let end = end_offsets(topic, partitions).await;
+pub async fn wait_until_committed(group: &str, topic: &str, timeout: Duration) {
+    let end = end_offsets(topic).await;
     eventually(&format!("group {group} to commit {end:?} on {topic}"), timeout, || async {
-        let committed = committed_offsets(group, topic, partitions).await;
+        let committed = committed_offsets(group, topic).await;
         end.iter().all(|(p, o)| committed.get(p) == Some(o)).then_some(())
     })
     .await;

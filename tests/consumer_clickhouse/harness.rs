@@ -110,12 +110,12 @@ impl Pipeline {
 
     /// The group's committed offset per partition (absent: nothing committed).
     pub async fn committed(&self, group: &str) -> BTreeMap<i32, i64> {
-        committed_offsets(group, &self.topic.name, PARTITIONS).await
+        committed_offsets(group, &self.topic.name).await
     }
 
     /// One past the last record of each non-empty partition.
     pub async fn end_offsets(&self) -> BTreeMap<i32, i64> {
-        end_offsets(&self.topic.name, PARTITIONS).await
+        end_offsets(&self.topic.name).await
     }
 
     pub async fn wait_until_all_committed(&self, group: &str) {

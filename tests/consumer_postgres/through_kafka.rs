@@ -69,7 +69,7 @@ impl Stack {
     }
 
     async fn wait_committed(&self, group: &str) {
-        wait_until_committed(group, &self.topic.name, PARTITIONS, WAIT).await;
+        wait_until_committed(group, &self.topic.name, WAIT).await;
     }
 }
 
@@ -112,7 +112,7 @@ async fn billable_events_through_kafka_land_once_and_skipped_ones_are_committed(
     assert_eq!(scalar(&pool, "SELECT count(DISTINCT (organization_id, transaction_id)) FROM events").await, 20);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events WHERE code <> 'api_calls'").await, 0);
     // Every record, written or skipped, is committed (consume_everything waited for it).
-    assert_eq!(committed_offsets(&group, &stack.topic.name, PARTITIONS).await.values().sum::<i64>(), 40);
+    assert_eq!(committed_offsets(&group, &stack.topic.name).await.values().sum::<i64>(), 40);
 }
 
 /// Stores the first batch, then hangs as if the process died before the runtime committed it.
@@ -166,7 +166,7 @@ async fn a_crash_between_write_and_commit_and_a_reread_from_zero_leave_one_row_p
     let _ = doomed.await;
     let written_before_crash = scalar(&pool, "SELECT count(*) FROM events").await;
     assert!(written_before_crash > 0, "the crashed consumer wrote its first batch");
-    let committed_at_crash = committed_offsets(&group, &stack.topic.name, PARTITIONS).await;
+    let committed_at_crash = committed_offsets(&group, &stack.topic.name).await;
     assert!(
         committed_at_crash.values().all(|c| *c == 0),
         "nothing was committed before the crash: {committed_at_crash:?}"

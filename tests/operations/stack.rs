@@ -111,7 +111,7 @@ impl Stack {
     /// Waits until both groups have committed everything on the topic.
     pub async fn drain(&self) {
         for group in [&self.clickhouse_group, &self.postgres_group] {
-            wait_until_committed(group, &self.topic.name, PARTITIONS, WAIT).await;
+            wait_until_committed(group, &self.topic.name, WAIT).await;
         }
     }
 
