@@ -97,13 +97,8 @@ pub fn plan(
 ) -> Result<Vec<PartitionPlan>, ReplayError> {
     let consumer = admin_consumer(config, group)?;
     ensure_group_inactive(&consumer, group)?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let all: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
+    let positions = bxb_kafka::admin::group_positions(config, group, topic, TIMEOUT)?;
+    let all: Vec<i32> = positions.iter().map(|p| p.partition).collect();
     if all.is_empty() {
         return Err(ReplayError::UnknownPartition(format!("topic {topic} does not exist")));
     }
@@ -117,11 +112,6 @@ pub fn plan(
         return Err(ReplayError::UnknownPartition(format!("topic {topic} has no partition {p}")));
     }
 
-    let mut tpl = TopicPartitionList::new();
-    for p in &chosen {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl.clone(), TIMEOUT)?;
     let by_time = match target {
         Target::Timestamp(ms) => {
             let mut query = TopicPartitionList::new();
@@ -135,11 +125,8 @@ pub fn plan(
 
     let mut plans = Vec::with_capacity(chosen.len());
     for p in chosen {
-        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
+        let position = positions.iter().find(|position| position.partition == p).expect("chosen among the topic's partitions");
+        let (committed, low, high) = (position.committed, position.low, position.high);
         let requested = match target {
             Target::Earliest => low,
             Target::Latest => high,
