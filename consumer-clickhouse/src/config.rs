@@ -3,10 +3,13 @@
 use std::fmt;
 
 /// How to reach ClickHouse and where `events_raw` lives.
+/// The server of the local stack (`./dev/up`): the default of `BXB_CLICKHOUSE_URL`.
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
+
 #[derive(clap::Args, Clone)]
 pub struct ClickHouseArgs {
     /// URL of the ClickHouse HTTP interface, `http://` or `https://` (system CA certificates).
-    #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
+    #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = DEFAULT_CLICKHOUSE_URL)]
     pub url: String,
     /// Database of `events_raw`; created at start when missing.
     #[arg(long = "clickhouse-database", env = "BXB_CLICKHOUSE_DATABASE", default_value = "bxb")]

@@ -17,7 +17,7 @@ mod row;
 mod schema;
 mod sink;
 
-pub use config::ClickHouseArgs;
+pub use config::{ClickHouseArgs, DEFAULT_CLICKHOUSE_URL};
 pub use row::{EventRow, DECIMAL_SCALE, EVENTS_RAW_COLUMNS};
 pub use schema::{verify_columns, SetupError};
 pub use sink::ClickHouseSink;

@@ -8,10 +8,13 @@ use sqlx::PgPool;
 const DAY_MS: i64 = 86_400_000;
 
 /// Settings of the PostgreSQL sink.
+/// The database of the local stack (`./dev/up`): the default of `BXB_POSTGRES_URL`.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://bxb:bxb@127.0.0.1:15432/bxb";
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PostgresArgs {
     /// Connection URL (never printed: it may hold the password).
-    #[arg(id = "postgres_url", long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = "postgres://bxb:bxb@127.0.0.1:15432/bxb")]
+    #[arg(id = "postgres_url", long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true, default_value = DEFAULT_POSTGRES_URL)]
     pub url: String,
     /// Size of the connection pool: batch writes, partition maintenance and the billable-metrics
     /// refresh share it.

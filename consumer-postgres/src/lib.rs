@@ -33,7 +33,7 @@ pub mod rows;
 pub mod select;
 mod sink;
 
-pub use config::PostgresArgs;
+pub use config::{PostgresArgs, DEFAULT_POSTGRES_URL};
 pub use error::{is_transient, PostgresError};
 pub use sink::{PostgresSink, WriteSummary};
 

@@ -15,6 +15,7 @@
 //!   schema registry.
 
 pub mod avro;
+pub mod clock;
 mod decimal;
 mod event;
 #[cfg(test)]

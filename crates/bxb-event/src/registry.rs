@@ -18,6 +18,9 @@ use crate::avro::{self, EVENT_SCHEMA, EVENT_SCHEMA_JSON};
 use crate::validate::{self, FieldErrors};
 use crate::Event;
 
+/// The registry of the local stack (`./dev/up`): the default of `BXB_SCHEMA_REGISTRY_URL`.
+pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:18081/apis/ccompat/v7";
+
 const MAGIC_BYTE: u8 = 0;
 const HEADER_LEN: usize = 5;
 
@@ -26,7 +29,7 @@ const HEADER_LEN: usize = 5;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
     /// Base URL of the Confluent-compatible API (for Apicurio: `.../apis/ccompat/v7`).
-    #[arg(id = "schema_registry_url", long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
+    #[arg(id = "schema_registry_url", long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = DEFAULT_REGISTRY_URL)]
     pub url: String,
     /// Timeout of one registry request.
     #[arg(id = "schema_registry_timeout_ms", long = "schema-registry-timeout-ms", env = "BXB_SCHEMA_REGISTRY_TIMEOUT_MS", default_value_t = 5_000)]

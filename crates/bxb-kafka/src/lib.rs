@@ -18,10 +18,13 @@ pub const EVENTS_TOPIC: &str = "events";
 pub const DLQ_TOPIC: &str = "events.dlq";
 
 /// How to reach the Kafka cluster.
+/// The broker of the local stack (`./dev/up`): the default of `BXB_KAFKA_BROKERS`.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:19092";
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Bootstrap brokers, comma-separated host:port.
-    #[arg(long = "kafka-brokers", env = "BXB_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    #[arg(long = "kafka-brokers", env = "BXB_KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
     pub brokers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[arg(long = "kafka-security-protocol", env = "BXB_KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
