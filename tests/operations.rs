@@ -173,7 +173,7 @@ async fn a_directly_produced_event_lands_in_both_stores() {
         "{{\"organization_id\":\"{org}\",\"transaction_id\":\"direct-1\",\"external_customer_id\":\"c1\",\"code\":\"{BILLABLE}\",\"decimal_value\":\"1.25\"}}\n\
          {{\"organization_id\":\"{org}\",\"transaction_id\":\"direct-2\",\"external_customer_id\":\"c1\",\"code\":\"page_views\"}}\n"
     );
-    let window = bxb_gateway::timestamp::TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 300_000 };
+    let window = bxb_event::ingest::TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 300_000 };
     let (events, errors) = bxb_ctl::produce::parse_lines(lines.as_bytes(), window);
     assert_eq!((events.len(), errors), (2, vec![]));
     bxb_ctl::produce::publish(&stack.kafka_config(), &stack.publisher.registry, &stack.topic.name, &events).await.unwrap();

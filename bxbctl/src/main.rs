@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use bxb_consumer_clickhouse::ClickHouseArgs;
 use bxb_ctl::produce;
+use bxb_event::ingest::TimestampWindow;
 use bxb_event::registry::{RegistryArgs, SchemaRegistry};
-use bxb_gateway::timestamp::TimestampWindow;
 use bxb_ctl::replay::{self, Target};
 use bxb_ctl::verify::{self, VerifyScope};
 use bxb_kafka::KafkaArgs;

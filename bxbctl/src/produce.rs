@@ -1,15 +1,15 @@
 //! `bxbctl produce`: publish events straight to Kafka, the way any direct producer must
 //! (docs/producer-contract.md). Each input line is one event in the JSON of `POST /v1/events`
-//! plus its `organization_id`; lines are parsed and validated by the gateway's own parser, so
-//! the two entry points accept exactly the same events.
+//! plus its `organization_id`; lines are parsed and validated by the gateway's parser
+//! ([`bxb_event::ingest`]), so the two entry points accept exactly the same events.
 
 use std::io::BufRead;
 use std::time::Duration;
 
+use bxb_event::clock::now_ms;
+use bxb_event::ingest::{parse_single, ParseContext, Problem, TimestampWindow};
 use bxb_event::registry::{value_subject, EventEncoder, SchemaRegistry};
 use bxb_event::Event;
-use bxb_gateway::parse::{parse_single, ParseContext};
-use bxb_gateway::timestamp::{now_ms, TimestampWindow};
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -44,6 +44,14 @@ pub fn parse_lines(input: impl BufRead, window: TimestampWindow) -> (Vec<Event>,
     (events, errors)
 }
 
+/// A refused line as it is reported: the shape of the gateway's error body.
+#[derive(serde::Serialize)]
+struct LineRefusal<'a> {
+    code: &'static str,
+    message: String,
+    errors: &'a [Problem],
+}
+
 fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
     #[derive(serde::Deserialize)]
     struct Owner {
@@ -55,8 +63,9 @@ fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
     match parse_single(line, &context) {
         Ok(mut events) => Ok(events.remove(0)),
         Err(rejection) => {
-            let body = rejection.error.into_body();
-            Err(serde_json::to_string(&body).unwrap_or(body.message))
+            let refusal = &rejection.refusal;
+            let shown = LineRefusal { code: refusal.code(), message: refusal.to_string(), errors: refusal.problems() };
+            Err(serde_json::to_string(&shown).unwrap_or(shown.message))
         }
     }
 }

@@ -2,7 +2,7 @@
 //! events per batch, so the limit is within reach of small inputs).
 #![no_main]
 
-use bxb_gateway::parse::invariants::{check_body, context, Endpoint};
+use bxb_event::ingest::invariants::{check_body, context, Endpoint};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

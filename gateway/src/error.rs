@@ -1,13 +1,16 @@
 //! The one error type of the gateway. Each variant decides, in one place, the HTTP status, the
-//! stable `code` of the JSON body, the `Retry-After` header and the log level.
+//! stable `code` of the JSON body, the `Retry-After` header and the log level. The refusals of the
+//! parser ([`bxb_event::ingest::Refusal`]) become gateway errors here and nowhere else.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bxb_event::ingest::{Problem, Refusal};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 /// One problem of one event of the request: which event (0-based position; 0 for
-/// `POST /v1/events`), which field, a stable code and a human message.
+/// `POST /v1/events`), which field, a stable code and a human message. The API's description
+/// of [`Problem`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct EventError {
     pub index: usize,
@@ -20,6 +23,16 @@ impl EventError {
     pub fn new(index: usize, field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
         Self { index, field: field.into(), code, message: message.into() }
     }
+}
+
+impl From<Problem> for EventError {
+    fn from(Problem { index, field, code, message }: Problem) -> Self {
+        Self { index, field, code, message }
+    }
+}
+
+fn event_errors(problems: Vec<Problem>) -> Vec<EventError> {
+    problems.into_iter().map(EventError::from).collect()
 }
 
 /// The body of every error response.
@@ -167,6 +180,17 @@ impl GatewayError {
     }
 }
 
+impl From<Refusal> for GatewayError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::InvalidJson(message) => Self::InvalidJson(message),
+            Refusal::BatchTooLarge { events, limit } => Self::BatchTooLarge { events, limit },
+            Refusal::Invalid { problems } => Self::Validation { errors: event_errors(problems) },
+            Refusal::OrganizationMismatch { problems } => Self::OrganizationMismatch { errors: event_errors(problems) },
+        }
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -218,6 +242,23 @@ mod tests {
             assert_eq!(response.headers()[header::RETRY_AFTER], secs);
             let body = body_of(response).await;
             assert!(body["errors"].as_array().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_refusal_of_the_parser_is_a_client_error_with_its_code_and_problems() {
+        let problems = || vec![Problem::new(2, "code", "invalid_characters", "bad")];
+        for (refusal, status) in [
+            (Refusal::InvalidJson("x".into()), 400),
+            (Refusal::BatchTooLarge { events: 2, limit: 1 }, 413),
+            (Refusal::Invalid { problems: problems() }, 422),
+            (Refusal::OrganizationMismatch { problems: problems() }, 403),
+        ] {
+            let code = refusal.code();
+            let expected_errors: Vec<EventError> = event_errors(refusal.problems().to_vec());
+            let error = GatewayError::from(refusal);
+            assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
+            assert_eq!(error.into_body().errors, expected_errors);
         }
     }
 

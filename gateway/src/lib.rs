@@ -7,7 +7,8 @@
 //! ```
 //!
 //! - [`auth`]: API keys (hashed, from a file and/or PostgreSQL) to organizations.
-//! - [`parse`]: JSON bodies to [`bxb_event::Event`]s with every problem by index and field.
+//! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with every problem by
+//!   index and field; [`error`] maps its refusals to responses.
 //! - [`limits::rate`]: per-organization token buckets.
 //! - [`publish`]: the shared idempotent producer; waits for every delivery report.
 //! - [`error`]: the one error type that decides status, body, `Retry-After` and log level.
@@ -21,12 +22,10 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod openapi;
-pub mod parse;
 pub mod publish;
 mod readiness;
 pub mod routes;
 mod serve;
-pub mod timestamp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -64,7 +63,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
         publisher,
         rate_limiter: limits::rate::RateLimiter::new(config.rate_limit.events_per_second, config.rate_limit.burst_events),
         limits: config.limits.clone(),
-        window: timestamp::TimestampWindow {
+        window: bxb_event::ingest::TimestampWindow {
             max_age_ms: config.limits.max_event_age_ms,
             max_future_skew_ms: config.limits.max_future_skew_ms,
         },

@@ -119,7 +119,7 @@ mod tests {
         let spec: serde_json::Value = serde_json::from_str(&SPEC_JSON).unwrap();
         let properties = spec["components"]["schemas"]["EventJson"]["properties"].as_object().unwrap();
         let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
-        let mut parsed = crate::parse::FIELDS.to_vec();
+        let mut parsed = bxb_event::ingest::FIELDS.to_vec();
         documented.sort_unstable();
         parsed.sort_unstable();
         assert_eq!(documented, parsed);

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bxb_event::ingest::{parse_batch, parse_single, ParseContext, TimestampWindow};
 use bxb_event::Event;
 use bxb_telemetry::health::Readiness;
 use serde::Serialize;
@@ -26,9 +27,7 @@ use crate::auth::KeyStore;
 use crate::config::LimitArgs;
 use crate::error::{ErrorBody, GatewayError};
 use crate::limits::rate::{self, RateLimiter};
-use crate::parse::{self, ParseContext};
 use crate::publish::Publisher;
-use crate::timestamp::{self, TimestampWindow};
 
 /// Everything a request needs, shared by all of them.
 pub struct AppState {
@@ -132,7 +131,7 @@ async fn ingest(app: Arc<AppState>, request: Request, endpoint: Endpoint) -> Res
 /// Accepts a request's events; on failure also says how many events it rejected (0 when the
 /// body was never understood).
 async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tracing::Span) -> Result<usize, (GatewayError, usize)> {
-    let received_at_ms = timestamp::now_ms();
+    let received_at_ms = bxb_event::clock::now_ms();
     let unknown_count = |e| (e, 0);
     let organization_id = app.keys.authenticate(request.headers()).map_err(unknown_count)?;
     span.record("organization_id", display(organization_id));
@@ -151,11 +150,11 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
         max_batch_events: app.limits.max_batch_events,
     };
     let parsed = match endpoint {
-        Endpoint::Single => parse::parse_single(&body, &context),
-        Endpoint::Batch => parse::parse_batch(&body, &context),
+        Endpoint::Single => parse_single(&body, &context),
+        Endpoint::Batch => parse_batch(&body, &context),
     };
     drop(body);
-    let events: Vec<Event> = parsed.map_err(|rejection| (rejection.error, rejection.events))?;
+    let events: Vec<Event> = parsed.map_err(|rejection| (GatewayError::from(rejection.refusal), rejection.events))?;
     let count = events.len();
     span.record("events", count);
     metrics::histogram!("bxb_gateway_request_size_events").record(count as f64);

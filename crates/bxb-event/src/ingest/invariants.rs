@@ -1,18 +1,16 @@
-//! What must hold for any request body, whatever its bytes. The property tests (`tests.rs`) and
-//! the coverage-guided fuzz targets (`fuzz/`) both drive the parser through [`check_body`], so a
-//! rule stated here is checked by both.
+//! What must hold for any request body, whatever its bytes. The property tests
+//! (`hostile_tests.rs`) and the coverage-guided fuzz targets (`fuzz/`) both drive the parser
+//! through [`check_body`], so a rule stated here is checked by both.
 //!
 //! Compiled for tests and with the `invariants` feature (which the fuzz targets enable).
 
-use bxb_event::avro::{self, EVENT_SCHEMA};
-use bxb_event::invariants::assert_same_event;
-use bxb_event::registry::decode_event_datum;
-use bxb_event::{validate, Event};
 use uuid::Uuid;
 
-use super::{parse_batch, parse_single, ParseContext};
-use crate::error::GatewayError;
-use crate::timestamp::TimestampWindow;
+use super::{parse_batch, parse_single, ParseContext, Refusal, TimestampWindow};
+use crate::avro::{self, EVENT_SCHEMA};
+use crate::invariants::assert_same_event;
+use crate::registry::decode_event_datum;
+use crate::{validate, Event};
 
 /// The organization of the API key the checked bodies come with.
 pub const ORGANIZATION: Uuid = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
@@ -39,8 +37,9 @@ pub enum Endpoint {
 
 /// Parses `body` as the handler of `endpoint` does and panics when an invariant breaks:
 ///
-/// - a refused body gets a client error (400, 403, 413 or 422) with a stable code, a message and,
-///   for 403 and 422, every problem by event index and field;
+/// - a refused body gets a stable code, a message and, when the refusal is about events (invalid
+///   or of another organization), every problem by event index and field (the gateway answers
+///   every refusal with a client error: 400, 403, 413 or 422);
 /// - a body that is not UTF-8 is always `invalid_json`;
 /// - accepted events belong to the key's organization, pass the shared field rules, keep their
 ///   timestamp in the window, and come back unchanged from the Avro datum the gateway writes,
@@ -65,7 +64,7 @@ pub fn check_body(endpoint: Endpoint, body: &[u8], context: &ParseContext) -> Re
             Ok(events)
         }
         Err(rejection) => {
-            let code = check_refusal(rejection.error, rejection.events, endpoint, context);
+            let code = check_refusal(&rejection.refusal, rejection.events, endpoint, context);
             if std::str::from_utf8(body).is_err() {
                 assert_eq!(code, "invalid_json", "a body that is not UTF-8");
             }
@@ -92,23 +91,21 @@ fn check_accepted(event: &Event, context: &ParseContext) {
     }
 }
 
-fn check_refusal(error: GatewayError, events: usize, endpoint: Endpoint, context: &ParseContext) -> &'static str {
-    let status = error.status().as_u16();
-    assert!(matches!(status, 400 | 403 | 413 | 422), "a body was refused with {status}: {error}");
-    if let GatewayError::BatchTooLarge { events: count, limit } = error {
+fn check_refusal(refusal: &Refusal, events: usize, endpoint: Endpoint, context: &ParseContext) -> &'static str {
+    if let Refusal::BatchTooLarge { events: count, limit } = *refusal {
         assert_eq!(endpoint, Endpoint::Batch);
         assert!(count > limit && limit == context.max_batch_events, "{count} events, limit {limit}");
     }
-    let per_event = matches!(error, GatewayError::Validation { .. } | GatewayError::OrganizationMismatch { .. });
-    let body = error.into_body();
-    assert!(!body.code.is_empty() && !body.message.is_empty(), "{body:?}");
+    let per_event = matches!(refusal, Refusal::Invalid { .. } | Refusal::OrganizationMismatch { .. });
+    let (code, message) = (refusal.code(), refusal.to_string());
+    assert!(!code.is_empty() && !message.is_empty(), "{refusal:?}");
     if per_event {
-        assert!(!body.errors.is_empty(), "a {status} without its problems");
-        for problem in &body.errors {
+        assert!(!refusal.problems().is_empty(), "a {code} without its problems");
+        for problem in refusal.problems() {
             assert!(problem.index < events.max(1), "problem of event {} in a body of {events}", problem.index);
             assert!(!problem.code.is_empty() && !problem.message.is_empty(), "{problem:?}");
         }
     }
-    serde_json::to_string(&body).expect("an error body serialises");
-    body.code
+    serde_json::to_string(refusal.problems()).expect("the problems serialise");
+    code
 }

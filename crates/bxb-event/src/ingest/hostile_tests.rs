@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::invariants::{check_body, context, Endpoint, ORGANIZATION, RECEIVED_AT_MS};
-use bxb_event::validate::{MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
+use crate::validate::{MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
 
 const DEFAULT_CASES: u32 = 20_000;
 const MAX_BATCH_EVENTS: usize = 10;
@@ -71,14 +71,14 @@ impl ValidEvent {
         fields
     }
 
-    fn assert_kept_by(&self, event: &bxb_event::Event) {
+    fn assert_kept_by(&self, event: &crate::Event) {
         assert_eq!(event.transaction_id, self.transaction_id);
         assert_eq!(event.external_customer_id, self.external_customer_id);
         assert_eq!(event.code, self.code);
         assert_eq!(event.timestamp_ms, self.timestamp_ms.unwrap_or(RECEIVED_AT_MS));
         assert_eq!(event.properties, self.properties.as_deref().unwrap_or("{}"), "properties are carried byte for byte");
         assert_eq!(event.value.map(f64::to_bits), self.value.map(f64::to_bits));
-        let decimal = self.decimal_value.as_ref().map(|(d, _)| d.parse::<bxb_event::Decimal>().unwrap());
+        let decimal = self.decimal_value.as_ref().map(|(d, _)| d.parse::<crate::Decimal>().unwrap());
         assert_eq!(event.decimal_value, decimal);
     }
 }

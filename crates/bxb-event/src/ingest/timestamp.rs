@@ -1,5 +1,6 @@
 //! Event timestamps: RFC 3339 text or epoch milliseconds in, milliseconds since the epoch out,
-//! within a window around the receive time.
+//! within a window around the receive time (the receive time itself comes from
+//! [`crate::clock::now_ms`]).
 //!
 //! Timestamps are stored with millisecond precision: digits below the millisecond are truncated
 //! (toward the past), so `…T10:00:00.123999Z` is stored as `…T10:00:00.123Z`.
@@ -74,11 +75,6 @@ impl TimestampWindow {
         }
         Ok(())
     }
-}
-
-/// The current time in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[cfg(test)]

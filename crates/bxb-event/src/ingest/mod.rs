@@ -1,31 +1,44 @@
-//! Request bodies to events: JSON shape, field types, the shared field rules of
-//! [`bxb_event::validate`] and the gateway's timestamp window. Every problem of every event is
-//! collected so the client can fix a batch in one round trip; one bad event rejects the batch.
+//! Request bodies to events: the JSON of `POST /v1/events` (one event object) and
+//! `POST /v1/events/batch` (`{"events": [ ... ]}`) read field by field, the shared field rules of
+//! [`crate::validate`] and a [`TimestampWindow`] around the receive time. Every problem of every
+//! event is collected so a client can fix a batch in one round trip; one bad event refuses the
+//! batch.
+//!
+//! ```text
+//! bytes ──▶ RawEvent (raw JSON text per field) ──▶ Event + validate ──▶ Ok(events) | Rejection
+//! ```
+//!
+//! The gateway parses every request with it and maps a [`Rejection`] to its HTTP answer;
+//! `bxbctl produce` parses its input lines with it, so both entry points accept exactly the same
+//! events. The property tests and the fuzz targets (`fuzz/`) check it through
+//! `invariants::check_body` (with the `invariants` feature).
 
-#[cfg(any(test, feature = "invariants"))]
-pub mod invariants;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
 mod raw_event;
+mod refusal;
 #[cfg(test)]
 mod tests;
+pub mod timestamp;
 
 use std::borrow::Cow;
 
-use bxb_event::{validate, Decimal, DecimalError, Event};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{EventError, GatewayError};
-use crate::timestamp::{self, TimestampWindow};
+use crate::{validate, Decimal, DecimalError, Event};
 pub use raw_event::FIELDS;
 use raw_event::RawEvent;
+pub use refusal::{Problem, Refusal, Rejection};
+pub use timestamp::TimestampWindow;
 
-/// What the parser needs to know about the request.
+/// What the parser needs to know about the body.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseContext {
-    /// The organization of the API key: the owner of every event.
+    /// The owner of every event (in the gateway: the organization of the API key).
     pub organization_id: Uuid,
     /// Default timestamp and the reference of the timestamp window.
     pub received_at_ms: i64,
@@ -33,16 +46,8 @@ pub struct ParseContext {
     pub max_batch_events: usize,
 }
 
-/// A refused body, and how many events it held as far as they could be told apart (for the
-/// rejected-events metric).
-#[derive(Debug)]
-pub struct Rejection {
-    pub error: GatewayError,
-    pub events: usize,
-}
-
 fn unreadable(message: String) -> Rejection {
-    Rejection { error: GatewayError::InvalidJson(message), events: 0 }
+    Rejection { refusal: Refusal::InvalidJson(message), events: 0 }
 }
 
 /// `POST /v1/events`: the body is one event object.
@@ -67,21 +72,19 @@ pub fn parse_batch(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Re
     let batch: BatchBody<'_> = serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()))?;
     let count = batch.events.len();
     if count > context.max_batch_events {
-        let error = GatewayError::BatchTooLarge { events: count, limit: context.max_batch_events };
-        return Err(Rejection { error, events: count });
+        let refusal = Refusal::BatchTooLarge { events: count, limit: context.max_batch_events };
+        return Err(Rejection { refusal, events: count });
     }
     if count == 0 {
-        let error = GatewayError::Validation {
-            errors: vec![EventError::new(0, "events", "empty", "the batch must hold at least one event")],
-        };
-        return Err(Rejection { error, events: 0 });
+        let refusal = Refusal::Invalid { problems: vec![Problem::new(0, "events", "empty", "the batch must hold at least one event")] };
+        return Err(Rejection { refusal, events: 0 });
     }
     let mut problems = Problems::default();
     let mut events = Vec::with_capacity(batch.events.len());
     for (index, raw) in batch.events.iter().enumerate() {
         match serde_json::from_str::<RawEvent<'_>>(raw.get()) {
             Ok(event) => events.push(build_event(index, &event, context, &mut problems)),
-            Err(_) => problems.invalid.push(EventError::new(index, "", "not_an_object", "an event must be a JSON object")),
+            Err(_) => problems.invalid.push(Problem::new(index, "", "not_an_object", "an event must be a JSON object")),
         }
     }
     problems.into_result(events, count)
@@ -89,22 +92,22 @@ pub fn parse_batch(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Re
 
 #[derive(Default)]
 struct Problems {
-    invalid: Vec<EventError>,
-    foreign_organization: Vec<EventError>,
+    invalid: Vec<Problem>,
+    foreign_organization: Vec<Problem>,
 }
 
 impl Problems {
     /// An organization mismatch outranks field problems: the client may not send these events at
     /// all. `count` is every event of the body, also those that were not even objects.
     fn into_result(self, events: Vec<Event>, count: usize) -> Result<Vec<Event>, Rejection> {
-        let error = if !self.foreign_organization.is_empty() {
-            GatewayError::OrganizationMismatch { errors: self.foreign_organization }
+        let refusal = if !self.foreign_organization.is_empty() {
+            Refusal::OrganizationMismatch { problems: self.foreign_organization }
         } else if !self.invalid.is_empty() {
-            GatewayError::Validation { errors: self.invalid }
+            Refusal::Invalid { problems: self.invalid }
         } else {
             return Ok(events);
         };
-        Err(Rejection { error, events: count })
+        Err(Rejection { refusal, events: count })
     }
 }
 
@@ -113,7 +116,7 @@ impl Problems {
 fn build_event(index: usize, raw: &RawEvent<'_>, context: &ParseContext, problems: &mut Problems) -> Event {
     let first_problem = problems.invalid.len();
     let mut problem = |field: &str, code: &'static str, message: String| {
-        problems.invalid.push(EventError::new(index, field, code, message));
+        problems.invalid.push(Problem::new(index, field, code, message));
     };
     for name in &raw.unknown {
         problem(name, "unknown_field", format!("{name:?} is not an event field"));
@@ -198,12 +201,12 @@ fn build_event(index: usize, raw: &RawEvent<'_>, context: &ParseContext, problem
             // A field that already failed to parse holds a placeholder: do not report it twice.
             let reported = problems.invalid[first_problem..].iter().any(|p| p.field == e.field);
             if !reported {
-                problems.invalid.push(EventError::new(index, e.field, e.code, e.message));
+                problems.invalid.push(Problem::new(index, e.field, e.code, e.message));
             }
         }
     }
     if foreign_organization.is_some() {
-        problems.foreign_organization.push(EventError::new(
+        problems.foreign_organization.push(Problem::new(
             index,
             "organization_id",
             "organization_mismatch",

@@ -7,25 +7,25 @@ fn context() -> ParseContext {
     invariants::context(10)
 }
 
-fn single(body: &Value) -> Result<Vec<Event>, GatewayError> {
-    parse_single(body.to_string().as_bytes(), &context()).map_err(|r| r.error)
+fn single(body: &Value) -> Result<Vec<Event>, Refusal> {
+    parse_single(body.to_string().as_bytes(), &context()).map_err(|r| r.refusal)
 }
 
-fn batch(events: Vec<Value>) -> Result<Vec<Event>, GatewayError> {
-    parse_batch(json!({ "events": events }).to_string().as_bytes(), &context()).map_err(|r| r.error)
+fn batch(events: Vec<Value>) -> Result<Vec<Event>, Refusal> {
+    parse_batch(json!({ "events": events }).to_string().as_bytes(), &context()).map_err(|r| r.refusal)
 }
 
-fn parse_single_text(body: &str) -> Result<Vec<Event>, GatewayError> {
-    parse_single(body.as_bytes(), &context()).map_err(|r| r.error)
+fn parse_single_text(body: &str) -> Result<Vec<Event>, Refusal> {
+    parse_single(body.as_bytes(), &context()).map_err(|r| r.refusal)
 }
 
-fn parse_batch_text(body: &[u8]) -> Result<Vec<Event>, GatewayError> {
-    parse_batch(body, &context()).map_err(|r| r.error)
+fn parse_batch_text(body: &[u8]) -> Result<Vec<Event>, Refusal> {
+    parse_batch(body, &context()).map_err(|r| r.refusal)
 }
 
-fn problems(result: Result<Vec<Event>, GatewayError>) -> Vec<(usize, String, &'static str)> {
+fn problems(result: Result<Vec<Event>, Refusal>) -> Vec<(usize, String, &'static str)> {
     match result {
-        Err(GatewayError::Validation { errors }) => errors.into_iter().map(|e| (e.index, e.field, e.code)).collect(),
+        Err(Refusal::Invalid { problems }) => problems.into_iter().map(|e| (e.index, e.field, e.code)).collect(),
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -150,7 +150,7 @@ fn another_organization_is_forbidden_even_with_other_problems() {
     let mut invalid = minimal();
     invalid["code"] = json!("");
     match batch(vec![invalid, foreign]) {
-        Err(GatewayError::OrganizationMismatch { errors }) => assert_eq!(errors[0].index, 1),
+        Err(Refusal::OrganizationMismatch { problems }) => assert_eq!(problems[0].index, 1),
         other => panic!("expected 403, got {other:?}"),
     }
 }
@@ -161,7 +161,7 @@ fn properties_limits_come_from_the_shared_rules() {
     deep["properties"] = serde_json::from_str(&format!("{}1{}", r#"{"a":"#.repeat(17), "}".repeat(17))).unwrap();
     assert_eq!(problems(single(&deep)), [(0, "properties".into(), "too_deep")]);
     let mut big = minimal();
-    big["properties"] = json!({"a": "x".repeat(bxb_event::validate::MAX_PROPERTIES_BYTES)});
+    big["properties"] = json!({"a": "x".repeat(crate::validate::MAX_PROPERTIES_BYTES)});
     assert_eq!(problems(single(&big)), [(0, "properties".into(), "too_large")]);
 }
 
@@ -180,18 +180,18 @@ fn duplicate_fields_are_refused() {
 #[test]
 fn body_shape_errors_are_bad_requests() {
     for body in ["", "{", "[]", "not json", "\u{feff}{}", r#"{"events": 1}"#] {
-        assert!(matches!(parse_batch_text(body.as_bytes()), Err(GatewayError::InvalidJson(_))), "batch {body:?}");
+        assert!(matches!(parse_batch_text(body.as_bytes()), Err(Refusal::InvalidJson(_))), "batch {body:?}");
     }
     for body in ["", "[1]", "\"event\"", "{\"a\":1"] {
-        assert!(matches!(parse_single_text(body), Err(GatewayError::InvalidJson(_))), "single {body:?}");
+        assert!(matches!(parse_single_text(body), Err(Refusal::InvalidJson(_))), "single {body:?}");
     }
-    assert!(matches!(parse_batch_text(br#"{"events": [], "more": 1}"#), Err(GatewayError::InvalidJson(_))));
-    assert!(matches!(parse_batch_text(&[0xff, 0xfe]), Err(GatewayError::InvalidJson(_))));
+    assert!(matches!(parse_batch_text(br#"{"events": [], "more": 1}"#), Err(Refusal::InvalidJson(_))));
+    assert!(matches!(parse_batch_text(&[0xff, 0xfe]), Err(Refusal::InvalidJson(_))));
 }
 
 #[test]
 fn batch_count_limits() {
     assert_eq!(problems(batch(vec![])), [(0, "events".into(), "empty")]);
-    assert!(matches!(batch(vec![minimal(); 11]), Err(GatewayError::BatchTooLarge { events: 11, limit: 10 })));
+    assert!(matches!(batch(vec![minimal(); 11]), Err(Refusal::BatchTooLarge { events: 11, limit: 10 })));
     assert_eq!(batch(vec![minimal(); 10]).unwrap().len(), 10);
 }
