@@ -325,7 +325,7 @@ async fn keys_in_the_postgres_table_authenticate_and_revocations_apply() {
     let setup = Setup::new(1).await;
     let db = KeyDatabase::create().await;
     let organization_id = Uuid::new_v4();
-    let key = bxb_gateway::auth::key::generate_key();
+    let key = bxb_api_key::generate_key();
     let insert = "INSERT INTO api_keys (key_id, organization_id, key_sha256) VALUES ($1, $2, $3)";
     db.execute(insert, "key_pg_1", Some(organization_id), Some(&key)).await;
 
@@ -345,7 +345,7 @@ async fn keys_in_the_postgres_table_authenticate_and_revocations_apply() {
     })
     .await;
 
-    let second = bxb_gateway::auth::key::generate_key();
+    let second = bxb_api_key::generate_key();
     db.execute(insert, "key_pg_2", Some(organization_id), Some(&second)).await;
     eventually("a new key to be accepted", Duration::from_secs(10), || async {
         (gateway.post("/v1/events", &second, &event_json("tx-pg-3")).await.status == 202).then_some(())

@@ -130,7 +130,7 @@ mod tests {
         assert!(key.starts_with("bxb_") && !key.contains(char::is_whitespace), "{stdout:?}");
 
         let entries = file::KeyFile::read(&path).unwrap().keys;
-        assert_eq!(entries[0].key_sha256, hex::encode(crate::auth::key::digest(key)));
+        assert_eq!(entries[0].key_sha256, bxb_api_key::digest_to_hex(&bxb_api_key::digest(key)));
         let key_id = entries[0].key_id.clone();
         let cli = Cli::try_parse_from(["gateway", "api-key", "revoke", "--key-id", &key_id, "--file", file]).unwrap();
         let Some(Command::ApiKey(command)) = cli.command else { panic!("expected api-key") };

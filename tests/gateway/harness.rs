@@ -293,7 +293,7 @@ impl KeyDatabase {
             query = query.bind(org);
         }
         if let Some(key) = key {
-            query = query.bind(bxb_gateway::auth::key::digest(key).to_vec());
+            query = query.bind(bxb_api_key::digest(key).to_vec());
         }
         query.execute(&mut conn).await.expect("SQL on the key table");
     }

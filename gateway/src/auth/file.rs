@@ -18,11 +18,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bxb_api_key::{KeyRecord, NewKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use super::key::{self, KeyRecord};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct KeyFile {
@@ -66,7 +65,7 @@ impl KeyFile {
         let file: KeyFile = serde_json::from_str(&text)
             .map_err(|e| KeyFileError::Malformed { path: path.to_owned(), message: e.to_string() })?;
         for entry in &file.keys {
-            parse_digest(&entry.key_sha256).ok_or_else(|| KeyFileError::Malformed {
+            bxb_api_key::digest_from_hex(&entry.key_sha256).ok_or_else(|| KeyFileError::Malformed {
                 path: path.to_owned(),
                 message: format!("key {}: key_sha256 must be 64 hex digits", entry.key_id),
             })?;
@@ -104,18 +103,12 @@ impl KeyFile {
                 Some(KeyRecord {
                     key_id: entry.key_id.clone(),
                     organization_id: entry.organization_id,
-                    key_sha256: parse_digest(&entry.key_sha256)?,
+                    key_sha256: bxb_api_key::digest_from_hex(&entry.key_sha256)?,
                     revoked: entry.revoked_at.is_some(),
                 })
             })
             .collect()
     }
-}
-
-fn parse_digest(text: &str) -> Option<key::KeyDigest> {
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(text, &mut digest).ok()?;
-    Some(digest)
 }
 
 /// A key just created: the plaintext is shown once and stored nowhere.
@@ -128,12 +121,11 @@ pub struct CreatedKey {
 /// Generates a key for `organization_id` and appends its digest to the file (created if missing).
 pub fn create_key(path: &Path, organization_id: Uuid) -> Result<CreatedKey, KeyFileError> {
     let mut file = KeyFile::read_or_default(path)?;
-    let key = key::generate_key();
-    let key_id = key::generate_key_id();
+    let NewKey { key_id, key, key_sha256 } = NewKey::generate();
     file.keys.push(KeyFileEntry {
         key_id: key_id.clone(),
         organization_id,
-        key_sha256: hex::encode(key::digest(&key)),
+        key_sha256: bxb_api_key::digest_to_hex(&key_sha256),
         created_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond"),
         revoked_at: None,
     });
@@ -174,7 +166,7 @@ mod tests {
         assert!(!text.contains(&first.key) && !text.contains(&second.key), "plaintext keys are never stored");
         let records = KeyFile::read(&path).unwrap().records();
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0].key_sha256, key::digest(&first.key));
+        assert_eq!(records[0].key_sha256, bxb_api_key::digest(&first.key));
         assert_eq!((records[1].organization_id, records[1].revoked), (org, false));
 
         revoke_key(&path, &first.key_id).unwrap();

@@ -1,4 +1,5 @@
-//! Who is calling: the API key of a request mapped to its organization.
+//! Who is calling: the API key of a request mapped to its organization. The key format (make,
+//! hash, match) is `bxb_api_key`'s; this module holds the sources and the in-memory index.
 //!
 //! Keys come from a JSON file and/or the PostgreSQL `api_keys` table. Both are loaded into an
 //! in-memory index that is swapped whole on every refresh, so a request only takes a read lock
@@ -6,7 +7,6 @@
 //! broken file or a database blip must not lock every client out.
 
 pub mod file;
-pub mod key;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -16,13 +16,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
+use bxb_api_key::{KeyDigest, KeyRecord};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::AuthArgs;
 use crate::error::GatewayError;
-use key::{KeyDigest, KeyRecord};
 
 /// What the index holds per key: enough to answer, nothing secret.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +66,7 @@ impl KeyIndex {
         let candidates = self.by_prefix.get(&prefix(digest))?;
         let mut found = None;
         for candidate in candidates {
-            if key::digests_match(&candidate.digest, digest) {
+            if bxb_api_key::digests_match(&candidate.digest, digest) {
                 found = Some(*candidate);
             }
         }
@@ -85,7 +85,7 @@ impl KeyStore {
     /// logged or echoed.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Uuid, GatewayError> {
         let presented = presented_key(headers).ok_or(GatewayError::MissingApiKey)?;
-        let digest = key::digest(presented);
+        let digest = bxb_api_key::digest(presented);
         let index = self.index.read().expect("key index lock").clone();
         match index.find(&digest) {
             Some(k) if k.revoked => Err(GatewayError::RevokedApiKey),
@@ -182,7 +182,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn record(key: &str, org: Uuid, revoked: bool) -> KeyRecord {
-        KeyRecord { key_id: format!("id-{key}"), organization_id: org, key_sha256: key::digest(key), revoked }
+        KeyRecord { key_id: format!("id-{key}"), organization_id: org, key_sha256: bxb_api_key::digest(key), revoked }
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
+use bxb_api_key::KeyRecord;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-use super::key::KeyRecord;
 
 /// A small lazy pool: the gateway reads the whole table once per refresh interval.
 pub fn pool(url: &str) -> Result<PgPool, sqlx::Error> {
