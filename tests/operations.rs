@@ -176,7 +176,8 @@ async fn a_directly_produced_event_lands_in_both_stores() {
     let window = bxb_event::ingest::TimestampWindow { max_age_ms: 86_400_000, max_future_skew_ms: 300_000 };
     let (events, errors) = bxb_ctl::produce::parse_lines(lines.as_bytes(), window);
     assert_eq!((events.len(), errors), (2, vec![]));
-    bxb_ctl::produce::publish(&stack.kafka_config(), &stack.publisher.registry, &stack.topic.name, &events).await.unwrap();
+    let settings = bxb_publish::ProducerArgs::default();
+    bxb_ctl::produce::publish(&stack.kafka_config(), &settings, &stack.publisher.registry, &stack.topic.name, &events).await.unwrap();
 
     let consumers = stack.start_consumers().await;
     stack.drain().await;

@@ -7,6 +7,7 @@ use bxb_event::registry::{RegistryArgs, SchemaRegistry};
 use bxb_ctl::replay::{self, Target};
 use bxb_ctl::verify::{self, VerifyScope};
 use bxb_kafka::KafkaArgs;
+use bxb_publish::ProducerArgs;
 use clap::{ArgGroup, Parser, Subcommand};
 
 /// Operate the bxb event pipeline.
@@ -65,6 +66,9 @@ enum Command {
         max_future_skew_ms: u64,
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// The gateway's producer settings (`BXB_KAFKA_DELIVERY_TIMEOUT_MS`, ...).
+        #[command(flatten)]
+        producer: ProducerArgs,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -136,7 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Produce { file, topic, max_event_age_ms, max_future_skew_ms, kafka, registry } => {
+        Command::Produce { file, topic, max_event_age_ms, max_future_skew_ms, kafka, producer, registry } => {
+            producer.validate()?;
             let window = TimestampWindow { max_age_ms: max_event_age_ms, max_future_skew_ms };
             let (events, errors) = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => produce::parse_lines(std::io::BufReader::new(std::fs::File::open(path)?), window),
@@ -146,7 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("line {}: {}", e.line, e.message);
             }
             let registry = SchemaRegistry::new(&registry)?;
-            produce::publish(&kafka.client_config()?, &registry, &topic, &events).await?;
+            produce::publish(&kafka.client_config()?, &producer, &registry, &topic, &events).await?;
             println!("produced {} event(s) to {topic}; {} line(s) refused", events.len(), errors.len());
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

@@ -4,14 +4,13 @@
 //! ([`bxb_event::ingest`]), so the two entry points accept exactly the same events.
 
 use std::io::BufRead;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use bxb_event::clock::now_ms;
 use bxb_event::ingest::{parse_single, ParseContext, Problem, TimestampWindow};
 use bxb_event::registry::{value_subject, EventEncoder, SchemaRegistry};
 use bxb_event::Event;
-use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use bxb_publish::{ProducerArgs, Publisher};
 use rdkafka::ClientConfig;
 use uuid::Uuid;
 
@@ -70,35 +69,22 @@ fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
     }
 }
 
-/// Publishes `events` to `topic` with `acks=all` and idempotence, registering the event schema
-/// under `<topic>-value` first; returns once every record is acknowledged.
+/// Publishes `events` to `topic` exactly as the gateway does (`bxb_publish`: `acks=all`,
+/// idempotence, key = organization id, trace context and ingestion time headers, every record
+/// size-checked first), registering the event schema under `<topic>-value` first; returns once
+/// every record is acknowledged.
 pub async fn publish(
-    config: &ClientConfig,
+    connection: &ClientConfig,
+    settings: &ProducerArgs,
     registry: &SchemaRegistry,
     topic: &str,
     events: &[Event],
 ) -> anyhow::Result<()> {
     let schema_id = registry.register_event_schema(&value_subject(topic)).await?;
-    let encoder = EventEncoder::new(schema_id);
-    let producer: FutureProducer =
-        config.clone().set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5").create()?;
+    let encoder = Arc::new(OnceLock::from(EventEncoder::new(schema_id)));
+    let publisher = Publisher::new(settings, connection, "bxbctl", topic, encoder)?;
     let span = tracing::info_span!("bxbctl.produce", topic, events = events.len());
-    let sends = events.iter().map(|event| {
-        let key = event.kafka_key();
-        let payload = encoder.encode(event);
-        let headers = bxb_kafka::headers::event_headers(&span, now_ms());
-        let producer = &producer;
-        async move {
-            producer
-                .send(FutureRecord::to(topic).key(&key).payload(&payload).headers(headers), Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e)
-        }
-    });
-    for result in join_all(sends).await {
-        result?;
-    }
+    publisher.publish(events, &span, now_ms()).await?;
     Ok(())
 }
 

@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use bxb_event::registry::RegistryArgs;
 use bxb_kafka::KafkaArgs;
+use bxb_publish::{ProducerArgs, SettingError};
 use bxb_telemetry::TelemetryArgs;
-
-/// The largest record a default broker accepts is `message.max.bytes` = 1 048 588 bytes; the
-/// producer's own default cap is 1 000 000. A record limit above this would let the gateway
-/// accept events that Kafka then refuses.
-pub const RECORD_BYTES_CEILING: usize = 1_000_000;
 
 /// The settings of `gateway` (serve).
 #[derive(Debug, Clone, clap::Parser)]
@@ -36,12 +32,16 @@ pub struct GatewayConfig {
     /// On shutdown: how long to wait for the producer to deliver what is still queued.
     #[arg(long = "shutdown-flush-timeout-ms", env = "BXB_SHUTDOWN_FLUSH_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_flush_timeout_ms: u64,
+    /// How often Kafka reachability (metadata of the events topic) is checked for `/readyz`.
+    #[arg(long = "kafka-health-interval-ms", env = "BXB_KAFKA_HEALTH_INTERVAL_MS", default_value_t = 5_000)]
+    pub kafka_health_interval_ms: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+    /// The producer settings, `BXB_MAX_RECORD_BYTES` included.
     #[command(flatten)]
     pub producer: ProducerArgs,
     #[command(flatten)]
@@ -75,10 +75,6 @@ pub struct LimitArgs {
     /// Largest request body.
     #[arg(long = "max-body-bytes", env = "BXB_MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Largest Kafka record of one event (value, key and headers); at most 1 000 000, under the
-    /// broker's default `message.max.bytes`.
-    #[arg(long = "max-record-bytes", env = "BXB_MAX_RECORD_BYTES", default_value_t = 512 * 1024)]
-    pub max_record_bytes: usize,
     /// Oldest accepted event timestamp, relative to the receive time (default 30 days: a monthly
     /// billing period plus grace for clients that buffered during an outage).
     #[arg(long = "max-event-age-ms", env = "BXB_MAX_EVENT_AGE_MS", default_value_t = 30 * 24 * 3_600_000)]
@@ -100,51 +96,6 @@ pub struct RateLimitArgs {
     pub burst_events: u32,
 }
 
-/// Kafka producer behaviour. Durability settings (`acks=all`, idempotence) are fixed.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ProducerArgs {
-    /// Longest wait for a delivery report (librdkafka `message.timeout.ms`): past it the request
-    /// gets 503. Must leave room inside the request timeout.
-    #[arg(long = "kafka-delivery-timeout-ms", env = "BXB_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
-    pub delivery_timeout_ms: u64,
-    /// Longest wait for room in a full producer queue before answering 503.
-    #[arg(long = "kafka-enqueue-timeout-ms", env = "BXB_KAFKA_ENQUEUE_TIMEOUT_MS", default_value_t = 1_000)]
-    pub enqueue_timeout_ms: u64,
-    /// Batching delay (librdkafka `linger.ms`).
-    #[arg(long = "kafka-linger-ms", env = "BXB_KAFKA_LINGER_MS", default_value_t = 5)]
-    pub linger_ms: u64,
-    /// Compression codec: `lz4`, `zstd`, `gzip`, `snappy` or `none`.
-    #[arg(long = "kafka-compression", env = "BXB_KAFKA_COMPRESSION", default_value = "lz4")]
-    pub compression: Compression,
-    /// Most messages waiting in the producer queue (librdkafka `queue.buffering.max.messages`).
-    #[arg(long = "kafka-queue-max-messages", env = "BXB_KAFKA_QUEUE_MAX_MESSAGES", default_value_t = 100_000)]
-    pub queue_max_messages: u32,
-    /// How often Kafka reachability (metadata of the events topic) is checked for `/readyz`.
-    #[arg(long = "kafka-health-interval-ms", env = "BXB_KAFKA_HEALTH_INTERVAL_MS", default_value_t = 5_000)]
-    pub health_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Compression {
-    Lz4,
-    Zstd,
-    Gzip,
-    Snappy,
-    None,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lz4 => "lz4",
-            Self::Zstd => "zstd",
-            Self::Gzip => "gzip",
-            Self::Snappy => "snappy",
-            Self::None => "none",
-        }
-    }
-}
-
 /// A setting that cannot work, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
 #[error("setting {setting}: {problem}")]
@@ -155,6 +106,12 @@ pub struct ConfigError {
 
 fn problem(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting, problem: problem.into() }
+}
+
+impl From<SettingError> for ConfigError {
+    fn from(SettingError { setting, problem }: SettingError) -> Self {
+        Self { setting, problem }
+    }
 }
 
 impl GatewayConfig {
@@ -188,9 +145,8 @@ impl GatewayConfig {
         if limits.max_body_bytes < 1024 {
             return Err(problem("BXB_MAX_BODY_BYTES", "must be at least 1024"));
         }
-        if !(256..=RECORD_BYTES_CEILING).contains(&limits.max_record_bytes) {
-            return Err(problem("BXB_MAX_RECORD_BYTES", format!("must be between 256 and {RECORD_BYTES_CEILING}")));
-        }
+        let producer = &self.producer;
+        producer.validate()?;
         let rate = &self.rate_limit;
         if rate.events_per_second > 0 && (rate.burst_events as usize) < limits.max_batch_events {
             return Err(problem(
@@ -198,17 +154,13 @@ impl GatewayConfig {
                 format!("must be at least BXB_MAX_BATCH_EVENTS ({}) or a full batch could never pass", limits.max_batch_events),
             ));
         }
-        let producer = &self.producer;
-        if producer.delivery_timeout_ms == 0 {
-            return Err(problem("BXB_KAFKA_DELIVERY_TIMEOUT_MS", "must be positive"));
-        }
         if producer.delivery_timeout_ms + producer.enqueue_timeout_ms >= self.request_timeout_ms {
             return Err(problem(
                 "BXB_KAFKA_DELIVERY_TIMEOUT_MS",
                 "delivery timeout plus enqueue timeout must be below BXB_REQUEST_TIMEOUT_MS, so a slow Kafka is answered with 503",
             ));
         }
-        if producer.health_interval_ms == 0 {
+        if self.kafka_health_interval_ms == 0 {
             return Err(problem("BXB_KAFKA_HEALTH_INTERVAL_MS", "must be positive"));
         }
         Ok(())

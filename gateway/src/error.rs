@@ -1,10 +1,12 @@
 //! The one error type of the gateway. Each variant decides, in one place, the HTTP status, the
 //! stable `code` of the JSON body, the `Retry-After` header and the log level. The refusals of the
-//! parser ([`bxb_event::ingest::Refusal`]) become gateway errors here and nowhere else.
+//! parser ([`bxb_event::ingest::Refusal`]) and the errors of publishing
+//! ([`bxb_publish::PublishError`]) become gateway errors here and nowhere else.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bxb_event::ingest::{Problem, Refusal};
+use bxb_publish::PublishError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -191,6 +193,17 @@ impl From<Refusal> for GatewayError {
     }
 }
 
+impl From<PublishError> for GatewayError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::SchemaNotRegistered => Self::SchemaNotRegistered,
+            PublishError::RecordTooLarge { problems } => Self::RecordTooLarge { errors: event_errors(problems) },
+            PublishError::QueueFull => Self::KafkaQueueFull,
+            PublishError::KafkaUnavailable(reason) => Self::KafkaUnavailable(reason),
+        }
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -260,6 +273,22 @@ mod tests {
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
             assert_eq!(error.into_body().errors, expected_errors);
         }
+    }
+
+    #[test]
+    fn every_publish_error_keeps_its_status_code_and_message() {
+        let too_large = || vec![Problem::new(1, "", "record_too_large", "the event encodes to 9 bytes")];
+        for (error, status, code, message) in [
+            (PublishError::SchemaNotRegistered, 503, "schema_not_registered", "the gateway is starting: the event schema is not registered yet"),
+            (PublishError::QueueFull, 503, "kafka_queue_full", "Kafka is not keeping up: the producer queue is full"),
+            (PublishError::KafkaUnavailable("down".into()), 503, "kafka_unavailable", "Kafka did not confirm the events in time: down"),
+            (PublishError::RecordTooLarge { problems: too_large() }, 413, "record_too_large", "events too large to publish"),
+        ] {
+            let error = GatewayError::from(error);
+            assert_eq!((error.status().as_u16(), error.code(), error.to_string().as_str()), (status, code, message));
+        }
+        let body = GatewayError::from(PublishError::RecordTooLarge { problems: too_large() }).into_body();
+        assert_eq!(body.errors, event_errors(too_large()));
     }
 
     #[test]

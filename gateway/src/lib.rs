@@ -10,7 +10,8 @@
 //! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with every problem by
 //!   index and field; [`error`] maps its refusals to responses.
 //! - [`limits::rate`]: per-organization token buckets.
-//! - [`publish`]: the shared idempotent producer; waits for every delivery report.
+//! - publishing: [`bxb_publish::Publisher`], the shared idempotent producer; waits for every
+//!   delivery report. [`error`] maps its errors to responses.
 //! - [`error`]: the one error type that decides status, body, `Retry-After` and log level.
 //! - [`routes`] and [`openapi`]: the HTTP API and its generated description.
 //!
@@ -22,7 +23,6 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod openapi;
-pub mod publish;
 mod readiness;
 pub mod routes;
 mod serve;
@@ -56,7 +56,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let key_sources = auth::KeySources::open(&config.auth)?;
     let registry = SchemaRegistry::new(&config.registry)?;
     let encoder = Arc::new(OnceLock::new());
-    let publisher = publish::Publisher::new(&config, encoder.clone())?;
+    let connection = config.kafka.client_config()?;
+    let publisher = bxb_publish::Publisher::new(&config.producer, &connection, "bxb-gateway", config.events_topic.clone(), encoder.clone())?;
     let keys = Arc::new(auth::KeyStore::default());
     let state = Arc::new(routes::AppState {
         keys: keys.clone(),
@@ -84,7 +85,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     tasks.spawn(readiness::watch_kafka(
         state.publisher.producer().clone(),
         config.events_topic.clone(),
-        Duration::from_millis(config.producer.health_interval_ms),
+        Duration::from_millis(config.kafka_health_interval_ms),
         kafka_ready,
         background.clone(),
     ));

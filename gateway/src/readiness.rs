@@ -70,7 +70,7 @@ pub async fn watch_kafka(
                 tracing::warn!(topic, "Kafka does not serve the events topic");
             }
         }
-        metrics::gauge!("bxb_gateway_producer_queue_messages").set(f64::from(producer.in_flight_count()));
+        bxb_publish::record_queue_depth(&producer);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bxb_event::ingest::{parse_batch, parse_single, ParseContext, TimestampWindow};
 use bxb_event::Event;
+use bxb_publish::Publisher;
 use bxb_telemetry::health::Readiness;
 use serde::Serialize;
 use tracing::field::{display, Empty};
@@ -27,7 +28,6 @@ use crate::auth::KeyStore;
 use crate::config::LimitArgs;
 use crate::error::{ErrorBody, GatewayError};
 use crate::limits::rate::{self, RateLimiter};
-use crate::publish::Publisher;
 
 /// Everything a request needs, shared by all of them.
 pub struct AppState {
@@ -164,10 +164,9 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
             (GatewayError::RateLimited { retry_after_secs: rate::retry_after_secs(wait) }, count)
         })?;
     }
-    let headers = bxb_kafka::headers::event_headers(span, received_at_ms);
-    tokio::time::timeout(app.request_timeout, app.publisher.publish(&events, &headers))
+    tokio::time::timeout(app.request_timeout, app.publisher.publish(&events, span, received_at_ms))
         .await
-        .unwrap_or(Err(GatewayError::RequestTimeout))
+        .map_or(Err(GatewayError::RequestTimeout), |published| published.map_err(GatewayError::from))
         .map_err(|e| (e, count))?;
     tracing::debug!(events = count, "events accepted");
     Ok(count)
