@@ -4,7 +4,8 @@
 //!   group has live members. Because both consumers write idempotently, re-reading events never
 //!   counts them twice: replay is just an offset reset.
 //! - [`produce`]: publish events from JSON lines straight to Kafka through the schema registry,
-//!   the way a direct producer does (an example of docs/producer-contract.md).
+//!   the way a direct producer does (an example of docs/producer-contract.md): parsed by the
+//!   gateway's parser (`bxb_event::ingest`) and published by its publisher (`bxb_publish`).
 //! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
 //!   organization, code and hour — the check to run after an incident.
 

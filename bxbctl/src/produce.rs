@@ -1,7 +1,8 @@
 //! `bxbctl produce`: publish events straight to Kafka, the way any direct producer must
 //! (docs/producer-contract.md). Each input line is one event in the JSON of `POST /v1/events`
 //! plus its `organization_id`; lines are parsed and validated by the gateway's parser
-//! ([`bxb_event::ingest`]), so the two entry points accept exactly the same events.
+//! ([`bxb_event::ingest`]) and published by its publisher ([`bxb_publish`]), so the two entry
+//! points accept exactly the same events and put exactly the same records on Kafka.
 
 use std::io::BufRead;
 use std::sync::{Arc, OnceLock};

@@ -6,7 +6,8 @@
 //!                        └─ 202 only once Kafka holds every event of the request
 //! ```
 //!
-//! - [`auth`]: API keys (hashed, from a file and/or PostgreSQL) to organizations.
+//! - [`auth`]: API keys (hashed, from a file and/or PostgreSQL) to organizations; the key format
+//!   (make, hash, match) is [`bxb_api_key`]'s.
 //! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with every problem by
 //!   index and field; [`error`] maps its refusals to responses.
 //! - [`limits::rate`]: per-organization token buckets.
