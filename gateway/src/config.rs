@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Where API keys come from. At least one source is required.
@@ -64,6 +66,14 @@ pub struct AuthArgs {
     /// How often both key sources are re-read: new and revoked keys take effect within this.
     #[arg(long = "api-keys-refresh-ms", env = "BXB_API_KEYS_REFRESH_MS", default_value_t = 10_000)]
     pub refresh_ms: u64,
+    /// How old the keys may get when a source keeps failing to refresh: past it every request
+    /// with a key gets 503 and `/readyz` fails, so a key revoked meanwhile stops working.
+    #[arg(long = "api-keys-max-staleness-ms", env = "BXB_API_KEYS_MAX_STALENESS_MS", default_value_t = 300_000)]
+    pub max_staleness_ms: u64,
+    /// Longest wait for the PostgreSQL key query (connection included); past it the refresh
+    /// counts as failed.
+    #[arg(long = "api-keys-query-timeout-ms", env = "BXB_API_KEYS_QUERY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub query_timeout_ms: u64,
 }
 
 /// Size and time limits of a request.
@@ -122,6 +132,24 @@ pub struct ProducerArgs {
     /// How often Kafka reachability (metadata of the events topic) is checked for `/readyz`.
     #[arg(long = "kafka-health-interval-ms", env = "BXB_KAFKA_HEALTH_INTERVAL_MS", default_value_t = 5_000)]
     pub health_interval_ms: u64,
+}
+
+/// How many connections and requests the gateway takes on, and how long a connection may idle.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// A connection with no request in flight for this long is closed, whatever its protocol:
+    /// one that never sends a byte, stops inside the HTTP/2 preface, or idles between requests
+    /// (HTTP/2 gets a GOAWAY first).
+    #[arg(long = "idle-connection-timeout-ms", env = "BXB_IDLE_CONNECTION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Most open connections; a connection past it is answered 503 (`overloaded`, `Retry-After`)
+    /// and closed.
+    #[arg(long = "max-connections", env = "BXB_MAX_CONNECTIONS", default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Most requests to `/v1/events` and `/v1/events/batch` being handled at once; a request
+    /// past it is answered 503 (`overloaded`, `Retry-After`) before its body is read.
+    #[arg(long = "max-requests-in-flight", env = "BXB_MAX_REQUESTS_IN_FLIGHT", default_value_t = 512)]
+    pub max_requests_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
