@@ -14,6 +14,10 @@ use bxb_telemetry::TelemetryArgs;
 /// accept events that Kafka then refuses.
 pub const RECORD_BYTES_CEILING: usize = 1_000_000;
 
+/// Far above what one process can hold open (file descriptors); a bound so the cap fits the
+/// semaphore that counts connections.
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+
 /// The settings of `gateway` (serve).
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "gateway", about = "Authenticated HTTP ingestion of usage events into Kafka", version)]
@@ -239,6 +243,35 @@ impl GatewayConfig {
         if producer.health_interval_ms == 0 {
             return Err(problem("BXB_KAFKA_HEALTH_INTERVAL_MS", "must be positive"));
         }
+        self.validate_connections()?;
+        self.validate_key_staleness()
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let connections = &self.connections;
+        if connections.idle_timeout_ms == 0 {
+            return Err(problem("BXB_IDLE_CONNECTION_TIMEOUT_MS", "must be positive"));
+        }
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&connections.max_connections) {
+            return Err(problem("BXB_MAX_CONNECTIONS", format!("must be between 1 and {MAX_CONNECTIONS_CEILING}")));
+        }
+        if connections.max_requests_in_flight == 0 {
+            return Err(problem("BXB_MAX_REQUESTS_IN_FLIGHT", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_key_staleness(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.query_timeout_ms == 0 {
+            return Err(problem("BXB_API_KEYS_QUERY_TIMEOUT_MS", "must be positive"));
+        }
+        if auth.max_staleness_ms <= auth.refresh_ms + auth.query_timeout_ms {
+            return Err(problem(
+                "BXB_API_KEYS_MAX_STALENESS_MS",
+                "must exceed BXB_API_KEYS_REFRESH_MS plus BXB_API_KEYS_QUERY_TIMEOUT_MS, or healthy keys would go stale between two refreshes",
+            ));
+        }
         Ok(())
     }
 
@@ -280,6 +313,26 @@ mod tests {
     fn the_delivery_timeout_must_fit_in_the_request_timeout() {
         let error = parse(&["--kafka-delivery-timeout-ms=30000"]).validate().unwrap_err();
         assert_eq!(error.setting, "BXB_KAFKA_DELIVERY_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        for (flag, setting) in [
+            ("--idle-connection-timeout-ms=0", "BXB_IDLE_CONNECTION_TIMEOUT_MS"),
+            ("--max-connections=0", "BXB_MAX_CONNECTIONS"),
+            ("--max-connections=2000000", "BXB_MAX_CONNECTIONS"),
+            ("--max-requests-in-flight=0", "BXB_MAX_REQUESTS_IN_FLIGHT"),
+        ] {
+            assert_eq!(parse(&[flag]).validate().unwrap_err().setting, setting, "{flag}");
+        }
+    }
+
+    #[test]
+    fn keys_may_not_go_stale_between_two_healthy_refreshes() {
+        let error = parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15000"]).validate().unwrap_err();
+        assert_eq!(error.setting, "BXB_API_KEYS_MAX_STALENESS_MS");
+        parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15001"]).validate().unwrap();
+        assert_eq!(parse(&["--api-keys-query-timeout-ms=0"]).validate().unwrap_err().setting, "BXB_API_KEYS_QUERY_TIMEOUT_MS");
     }
 
     #[test]
