@@ -30,8 +30,8 @@ use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GatewayError;
@@ -74,38 +74,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
             () = shutdown.cancelled() => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            metrics::counter!("bxb_gateway_connections_refused_total").increment(1);
-            // Past both budgets the stream is dropped here: closed without an answer.
-            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
-                let answer = refusal_builder.serve_connection(TokioIo::new(stream), service_fn(move |request| overloaded(request, limits.max_connections)));
-                let answer = answer.into_owned();
-                tokio::spawn(async move {
-                    let _refusal = refusal;
-                    let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;
-                });
-            }
+            refuse(stream, &refusal_builder, &refusing, limits.max_connections);
             continue;
         };
-        let (requests, requests_seen) = watch::channel(0usize);
-        let (requests, routes) = (Arc::new(requests), TowerToHyperService::new(app.clone()));
-        let service = service_fn(move |request| {
-            let in_flight = RequestInFlight::begin(&requests);
-            let response = routes.call(request);
-            async move {
-                let response = response.await;
-                drop(in_flight);
-                response
-            }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let (idle_timeout, shutdown) = (limits.idle_timeout, shutdown.clone());
-        tokio::spawn(async move {
-            let _open = permit;
-            metrics::gauge!("bxb_gateway_open_connections").increment(1.0);
-            let connection = std::pin::pin!(connection);
-            drive(connection, |c| c.graceful_shutdown(), requests_seen, idle_timeout, shutdown).await;
-            metrics::gauge!("bxb_gateway_open_connections").decrement(1.0);
-        });
+        spawn_connection(stream, &builder, app.clone(), permit, limits.idle_timeout, shutdown.clone());
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -113,6 +85,51 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits,
     if tokio::time::timeout(drain, open.acquire_many(every_connection)).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the request timeout");
     }
+}
+
+/// Serves one connection under its `permit` of the connection cap, counting its requests in
+/// flight for the idle timeout.
+fn spawn_connection(
+    stream: TcpStream,
+    builder: &Builder<TokioExecutor>,
+    app: Router,
+    permit: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let (requests, requests_seen) = watch::channel(0usize);
+    let (requests, routes) = (Arc::new(requests), TowerToHyperService::new(app));
+    let service = service_fn(move |request| {
+        let in_flight = RequestInFlight::begin(&requests);
+        let response = routes.call(request);
+        async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    tokio::spawn(async move {
+        let _open = permit;
+        metrics::gauge!("bxb_gateway_open_connections").increment(1.0);
+        let connection = std::pin::pin!(connection);
+        drive(connection, |c| c.graceful_shutdown(), requests_seen, idle_timeout, shutdown).await;
+        metrics::gauge!("bxb_gateway_open_connections").decrement(1.0);
+    });
+}
+
+/// A connection over the cap: answered 503 while fewer than [`MAX_REFUSING`] are being
+/// answered, else dropped here, i.e. closed without an answer.
+fn refuse(stream: TcpStream, builder: &Builder<TokioExecutor>, refusing: &Arc<Semaphore>, max_connections: usize) {
+    metrics::counter!("bxb_gateway_connections_refused_total").increment(1);
+    let Ok(refusal) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let answer = builder.serve_connection(TokioIo::new(stream), service_fn(move |request| overloaded(request, max_connections))).into_owned();
+    tokio::spawn(async move {
+        let _refusal = refusal;
+        let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;
+    });
 }
 
 /// Runs one connection to its end: by itself, or once it has idled for `idle_timeout` or
