@@ -9,6 +9,8 @@
 mod harness;
 #[path = "gateway/availability.rs"]
 mod availability;
+#[path = "gateway/key_staleness.rs"]
+mod key_staleness;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 #[path = "gateway/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "gateway/connections.rs"]
+mod connections;
 
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,10 @@ use bxb_kafka::KafkaArgs;
 use bxb_publish::{ProducerArgs, SettingError};
 use bxb_telemetry::TelemetryArgs;
 
+/// Far above what one process can hold open (file descriptors); a bound so the cap fits the
+/// semaphore that counts connections.
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+
 /// The settings of `gateway` (serve).
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "gateway", about = "Authenticated HTTP ingestion of usage events into Kafka", version)]
@@ -50,6 +54,8 @@ pub struct GatewayConfig {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Where API keys come from. At least one source is required.
@@ -64,6 +70,14 @@ pub struct AuthArgs {
     /// How often both key sources are re-read: new and revoked keys take effect within this.
     #[arg(long = "api-keys-refresh-ms", env = "BXB_API_KEYS_REFRESH_MS", default_value_t = 10_000)]
     pub refresh_ms: u64,
+    /// How old the keys may get when a source keeps failing to refresh: past it every request
+    /// with a key gets 503 and `/readyz` fails, so a key revoked meanwhile stops working.
+    #[arg(long = "api-keys-max-staleness-ms", env = "BXB_API_KEYS_MAX_STALENESS_MS", default_value_t = 300_000)]
+    pub max_staleness_ms: u64,
+    /// Longest wait for the PostgreSQL key query (connection included); past it the refresh
+    /// counts as failed.
+    #[arg(long = "api-keys-query-timeout-ms", env = "BXB_API_KEYS_QUERY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub query_timeout_ms: u64,
 }
 
 /// Size and time limits of a request.
@@ -94,6 +108,24 @@ pub struct RateLimitArgs {
     /// that a full batch can always pass.
     #[arg(long = "rate-limit-burst-events", env = "BXB_RATE_LIMIT_BURST_EVENTS", default_value_t = 10_000)]
     pub burst_events: u32,
+}
+
+/// How many connections and requests the gateway takes on, and how long a connection may idle.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// A connection with no request in flight for this long is closed, whatever its protocol:
+    /// one that never sends a byte, stops inside the HTTP/2 preface, or idles between requests
+    /// (HTTP/2 gets a GOAWAY first).
+    #[arg(long = "idle-connection-timeout-ms", env = "BXB_IDLE_CONNECTION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Most open connections; a connection past it is answered 503 (`overloaded`, `Retry-After`)
+    /// and closed.
+    #[arg(long = "max-connections", env = "BXB_MAX_CONNECTIONS", default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Most requests to `/v1/events` and `/v1/events/batch` being handled at once; a request
+    /// past it is answered 503 (`overloaded`, `Retry-After`) before its body is read.
+    #[arg(long = "max-requests-in-flight", env = "BXB_MAX_REQUESTS_IN_FLIGHT", default_value_t = 512)]
+    pub max_requests_in_flight: usize,
 }
 
 /// A setting that cannot work, named so the operator can fix it.
@@ -163,6 +195,35 @@ impl GatewayConfig {
         if self.kafka_health_interval_ms == 0 {
             return Err(problem("BXB_KAFKA_HEALTH_INTERVAL_MS", "must be positive"));
         }
+        self.validate_connections()?;
+        self.validate_key_staleness()
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let connections = &self.connections;
+        if connections.idle_timeout_ms == 0 {
+            return Err(problem("BXB_IDLE_CONNECTION_TIMEOUT_MS", "must be positive"));
+        }
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&connections.max_connections) {
+            return Err(problem("BXB_MAX_CONNECTIONS", format!("must be between 1 and {MAX_CONNECTIONS_CEILING}")));
+        }
+        if connections.max_requests_in_flight == 0 {
+            return Err(problem("BXB_MAX_REQUESTS_IN_FLIGHT", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_key_staleness(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.query_timeout_ms == 0 {
+            return Err(problem("BXB_API_KEYS_QUERY_TIMEOUT_MS", "must be positive"));
+        }
+        if auth.max_staleness_ms <= auth.refresh_ms + auth.query_timeout_ms {
+            return Err(problem(
+                "BXB_API_KEYS_MAX_STALENESS_MS",
+                "must exceed BXB_API_KEYS_REFRESH_MS plus BXB_API_KEYS_QUERY_TIMEOUT_MS, or healthy keys would go stale between two refreshes",
+            ));
+        }
         Ok(())
     }
 
@@ -204,6 +265,26 @@ mod tests {
     fn the_delivery_timeout_must_fit_in_the_request_timeout() {
         let error = parse(&["--kafka-delivery-timeout-ms=30000"]).validate().unwrap_err();
         assert_eq!(error.setting, "BXB_KAFKA_DELIVERY_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        for (flag, setting) in [
+            ("--idle-connection-timeout-ms=0", "BXB_IDLE_CONNECTION_TIMEOUT_MS"),
+            ("--max-connections=0", "BXB_MAX_CONNECTIONS"),
+            ("--max-connections=2000000", "BXB_MAX_CONNECTIONS"),
+            ("--max-requests-in-flight=0", "BXB_MAX_REQUESTS_IN_FLIGHT"),
+        ] {
+            assert_eq!(parse(&[flag]).validate().unwrap_err().setting, setting, "{flag}");
+        }
+    }
+
+    #[test]
+    fn keys_may_not_go_stale_between_two_healthy_refreshes() {
+        let error = parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15000"]).validate().unwrap_err();
+        assert_eq!(error.setting, "BXB_API_KEYS_MAX_STALENESS_MS");
+        parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15001"]).validate().unwrap();
+        assert_eq!(parse(&["--api-keys-query-timeout-ms=0"]).validate().unwrap_err().setting, "BXB_API_KEYS_QUERY_TIMEOUT_MS");
     }
 
     #[test]

@@ -105,6 +105,22 @@ pub enum GatewayError {
     /// No such route.
     #[error("no such route")]
     NotFound,
+    /// The gateway is at one of its capacity limits (`setting`, e.g. `BXB_MAX_CONNECTIONS`): it
+    /// refuses rather than grows; nothing of the request was read or published.
+    #[error("the gateway is at its limit of {limit} ({setting}); retry shortly")]
+    Overloaded { setting: &'static str, limit: usize },
+    /// The API keys cannot be trusted: not loaded yet (`stale_for_secs` is `None`), or not
+    /// refreshed for longer than `BXB_API_KEYS_MAX_STALENESS_MS`, so a key revoked meanwhile
+    /// would still pass. Nothing was published.
+    #[error("{}", keys_unavailable_message(*stale_for_secs))]
+    ApiKeysUnavailable { stale_for_secs: Option<u64> },
+}
+
+fn keys_unavailable_message(stale_for_secs: Option<u64>) -> String {
+    match stale_for_secs {
+        None => "the API keys are not loaded yet".to_owned(),
+        Some(secs) => format!("the API keys could not be refreshed for {secs} s"),
+    }
 }
 
 impl GatewayError {
@@ -122,6 +138,7 @@ impl GatewayError {
             Self::SchemaNotRegistered | Self::KafkaQueueFull | Self::KafkaUnavailable(_) | Self::RequestTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Overloaded { .. } | Self::ApiKeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -145,6 +162,8 @@ impl GatewayError {
             Self::BodyTimeout => "body_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
+            Self::Overloaded { .. } => "overloaded",
+            Self::ApiKeysUnavailable { .. } => "api_keys_unavailable",
         }
     }
 
@@ -152,15 +171,18 @@ impl GatewayError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            Self::KafkaQueueFull => Some(1),
+            Self::KafkaQueueFull | Self::Overloaded { .. } => Some(1),
+            Self::ApiKeysUnavailable { .. } => Some(5),
             Self::SchemaNotRegistered | Self::KafkaUnavailable(_) | Self::RequestTimeout => Some(5),
             _ => None,
         }
     }
 
     /// Client mistakes are routine (debug); failing to publish is the operator's concern (warn).
+    /// Refusals at capacity are counted (`bxb_gateway_requests_total`, status 503), not logged
+    /// one by one: a line per refused request would add to the overload.
     pub fn log(&self) {
-        if self.status().is_server_error() {
+        if self.status().is_server_error() && !matches!(self, Self::Overloaded { .. }) {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         } else {
             tracing::debug!(code = self.code(), error = %self, "request rejected");
@@ -249,6 +271,9 @@ mod tests {
             (GatewayError::KafkaUnavailable("down".into()), StatusCode::SERVICE_UNAVAILABLE, "5"),
             (GatewayError::KafkaQueueFull, StatusCode::SERVICE_UNAVAILABLE, "1"),
             (GatewayError::SchemaNotRegistered, StatusCode::SERVICE_UNAVAILABLE, "5"),
+            (GatewayError::Overloaded { setting: "BXB_MAX_CONNECTIONS", limit: 4 }, StatusCode::SERVICE_UNAVAILABLE, "1"),
+            (GatewayError::ApiKeysUnavailable { stale_for_secs: None }, StatusCode::SERVICE_UNAVAILABLE, "5"),
+            (GatewayError::ApiKeysUnavailable { stale_for_secs: Some(301) }, StatusCode::SERVICE_UNAVAILABLE, "5"),
         ] {
             let response = error.into_response();
             assert_eq!(response.status(), status);
@@ -306,6 +331,8 @@ mod tests {
             (GatewayError::Validation { errors: vec![] }, 422, "validation_failed"),
             (GatewayError::BodyTimeout, 408, "body_timeout"),
             (GatewayError::RequestTimeout, 503, "request_timeout"),
+            (GatewayError::Overloaded { setting: "BXB_MAX_REQUESTS_IN_FLIGHT", limit: 2 }, 503, "overloaded"),
+            (GatewayError::ApiKeysUnavailable { stale_for_secs: Some(5) }, 503, "api_keys_unavailable"),
         ] {
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
         }

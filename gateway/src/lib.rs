@@ -59,7 +59,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let encoder = Arc::new(OnceLock::new());
     let connection = config.kafka.client_config()?;
     let publisher = bxb_publish::Publisher::new(&config.producer, &connection, "bxb-gateway", config.events_topic.clone(), encoder.clone())?;
-    let keys = Arc::new(auth::KeyStore::default());
+    let keys = Arc::new(auth::KeyStore::new(Duration::from_millis(config.auth.max_staleness_ms)));
     let state = Arc::new(routes::AppState {
         keys: keys.clone(),
         publisher,
@@ -70,6 +70,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
             max_future_skew_ms: config.limits.max_future_skew_ms,
         },
         request_timeout: config.request_timeout(),
+        in_flight: limits::in_flight::InFlightLimit::new(config.connections.max_requests_in_flight),
     });
 
     // Background work outlives the HTTP drain so that in-flight requests still see fresh keys.
@@ -96,7 +97,12 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     tracing::info!(%address, topic = config.events_topic, "gateway listening");
     let app = routes::router(state.clone(), readiness);
     let drain = config.request_timeout() + Duration::from_secs(1);
-    serve::serve(listener, app, Duration::from_millis(config.header_read_timeout_ms), drain, shutdown).await;
+    let connection_limits = serve::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.connections.idle_timeout_ms),
+        max_connections: config.connections.max_connections,
+    };
+    serve::serve(listener, app, connection_limits, drain, shutdown).await;
 
     background.cancel();
     tasks.shutdown().await;

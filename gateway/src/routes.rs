@@ -37,6 +37,7 @@ pub struct AppState {
     pub limits: LimitArgs,
     pub window: TimestampWindow,
     pub request_timeout: Duration,
+    pub in_flight: crate::limits::in_flight::InFlightLimit,
 }
 
 /// The body of a 202.
@@ -57,6 +58,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/events", post(post_event))
         .route("/v1/events/batch", post(post_batch))
+        .route_layer(middleware::from_fn_with_state(state.in_flight.clone(), crate::limits::in_flight::admit))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
         .route("/openapi.json", get(crate::openapi::serve))

@@ -4,14 +4,19 @@
 
 use std::time::Duration;
 
-use bxb_api_key::KeyRecord;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A small lazy pool: the gateway reads the whole table once per refresh interval.
-pub fn pool(url: &str) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).connect_lazy(url)
+use bxb_api_key::KeyRecord;
+
+/// A small lazy pool: the gateway reads the whole table once per refresh interval. The server
+/// cancels a key query after `query_timeout` too (`statement_timeout`), so one the gateway gave
+/// up on does not keep waiting there, e.g. on a lock.
+pub fn pool(url: &str, query_timeout: Duration) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.options([("statement_timeout", query_timeout.as_millis().to_string())]);
+    Ok(PgPoolOptions::new().max_connections(2).acquire_timeout(query_timeout).connect_lazy_with(options))
 }
 
 /// Every key of the table; rows whose digest is not 32 bytes are skipped with a warning.
