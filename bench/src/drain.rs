@@ -53,7 +53,12 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
     // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
     let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);
     let mut first: Option<(Instant, i64)> = None;
+    // Each position query makes a new Kafka client (about 100 ms, most of it the client's
+    // shutdown): a fixed cadence rather than a sleep after each query keeps the rate's resolution.
+    let mut cadence = tokio::time::interval(Duration::from_millis(100));
+    cadence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
+        cadence.tick().await;
         let committed = services::committed_total(&args.stack, &setup.group, &setup.topic).await?;
         bar.set_position(committed.max(0) as u64);
         let now = Instant::now();
@@ -79,7 +84,6 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
                 bail!("{} exited while draining (log in {})", instance.name, args.work_dir.display());
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let peak_rss_bytes = running.iter().filter_map(Running::peak_rss_bytes).collect();
     let cpu_seconds = running.iter().filter_map(Running::cpu_seconds).sum();
