@@ -5,71 +5,25 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use indicatif::ProgressBar;
 
-use crate::process::{self, Running};
-use crate::services;
+use bxb_harness::consumer::{env_pairs, ConsumerKind, ConsumerSetup};
+use bxb_harness::{measure, services, Running};
+
 use crate::settings::BenchArgs;
 
-/// Which consumer binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consumer {
-    ClickHouse,
-    Postgres,
+/// The settings of a consumer under test: its own group, topic, DLQ and database, the run's
+/// batch size, and the command line's librdkafka options and extra environment.
+pub fn consumer_setup(args: &BenchArgs, kind: ConsumerKind, topic: String, dlq_topic: String, group: String, database: String, batch_events: usize) -> ConsumerSetup {
+    let mut extra_env = vec![("BXB_BATCH_MAX_EVENTS".to_owned(), batch_events.to_string())];
+    if let Some(options) = &args.consumer_kafka_options {
+        extra_env.push(("BXB_KAFKA_OPTIONS".into(), options.clone()));
+    }
+    extra_env.extend(env_pairs(&args.consumer_env));
+    ConsumerSetup { kind, topic, dlq_topic, group, database, billable_codes: crate::events::CODE.into(), extra_env }
 }
 
-impl Consumer {
-    pub fn binary(self) -> &'static str {
-        match self {
-            Self::ClickHouse => "consumer-clickhouse",
-            Self::Postgres => "consumer-postgres",
-        }
-    }
-}
-
-/// The settings of one consumer instance: its own group, topic, DLQ and store.
-pub struct ConsumerSetup {
-    pub consumer: Consumer,
-    pub topic: String,
-    pub dlq_topic: String,
-    pub group: String,
-    /// ClickHouse database name, or PostgreSQL URL.
-    pub store: String,
-    pub batch_events: usize,
-}
-
-impl ConsumerSetup {
-    pub fn env(&self, args: &BenchArgs) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = vec![
-            ("BXB_KAFKA_BROKERS".into(), args.stack.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL".into(), args.stack.registry_url.clone()),
-            ("BXB_EVENTS_TOPIC".into(), self.topic.clone()),
-            ("BXB_DLQ_TOPIC".into(), self.dlq_topic.clone()),
-            ("BXB_CONSUMER_GROUP".into(), self.group.clone()),
-            ("BXB_BATCH_MAX_EVENTS".into(), self.batch_events.to_string()),
-        ];
-        if let Some(options) = &args.consumer_kafka_options {
-            env.push(("BXB_KAFKA_OPTIONS".into(), options.clone()));
-        }
-        for pair in &args.consumer_env {
-            if let Some((key, value)) = pair.split_once('=') {
-                env.push((key.into(), value.into()));
-            }
-        }
-        match self.consumer {
-            Consumer::ClickHouse => {
-                env.push(("BXB_CLICKHOUSE_URL".into(), args.stack.clickhouse_url.clone()));
-                env.push(("BXB_CLICKHOUSE_DATABASE".into(), self.store.clone()));
-            }
-            Consumer::Postgres => {
-                env.push(("BXB_POSTGRES_URL".into(), self.store.clone()));
-                env.push(("BXB_BILLABLE_CODES".into(), crate::events::CODE.into()));
-            }
-        }
-        env
-    }
-
-    pub async fn start(&self, args: &BenchArgs, label: &str) -> anyhow::Result<Running> {
-        process::start(&args.bin_dir, self.consumer.binary(), label, &self.env(args), &args.work_dir).await
-    }
+/// Starts one instance of `setup` labelled `label`, logging into the run's work dir.
+pub async fn start(args: &BenchArgs, setup: &ConsumerSetup, label: &str) -> anyhow::Result<Running> {
+    Ok(setup.start(&args.stack, &args.bin_dir, label, &args.work_dir).await?)
 }
 
 /// What one drain measured.
@@ -93,15 +47,19 @@ pub struct Drain {
 pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, backlog: u64, bar: &ProgressBar) -> anyhow::Result<Drain> {
     let started = Instant::now();
     // Started together, so that every instance joins the group's first assignment.
-    let labels: Vec<String> = (0..instances).map(|i| format!("{}-{}-{i}", setup.consumer.binary(), setup.group)).collect();
-    let running = futures::future::try_join_all(labels.iter().map(|label| setup.start(args, label))).await?;
+    let labels: Vec<String> = (0..instances).map(|i| format!("{}-{}-{i}", setup.kind.binary(), setup.group)).collect();
+    let running = futures::future::try_join_all(labels.iter().map(|label| start(args, setup, label))).await?;
     let startup_seconds = started.elapsed().as_secs_f64();
     // A drain that stalls (a fatal write error, a rebalance loop) must not hang the run.
     let limit = Duration::from_secs(120) + Duration::from_millis(backlog / 2);
     let mut first: Option<(Instant, i64)> = None;
-    let watch = services::GroupWatch::new(&args.stack, &setup.group, &setup.topic)?;
+    // Each position query makes a new Kafka client (about 100 ms, most of it the client's
+    // shutdown): a fixed cadence rather than a sleep after each query keeps the rate's resolution.
+    let mut cadence = tokio::time::interval(Duration::from_millis(100));
+    cadence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        let committed = watch.committed_total().await?;
+        cadence.tick().await;
+        let committed = services::committed_total(&args.stack, &setup.group, &setup.topic).await?;
         bar.set_position(committed.max(0) as u64);
         let now = Instant::now();
         if first.is_none() && committed > 0 {
@@ -119,22 +77,21 @@ pub async fn drain(args: &BenchArgs, setup: &ConsumerSetup, instances: usize, ba
             break Ok((events_per_s, now.duration_since(started).as_secs_f64()));
         }
         if started.elapsed() > limit {
-            break Err(anyhow::anyhow!("{} drained only {committed} of {backlog} in {limit:?}", setup.consumer.binary()));
+            break Err(anyhow::anyhow!("{} drained only {committed} of {backlog} in {limit:?}", setup.kind.binary()));
         }
         for instance in &running {
-            if instance.pid().is_some_and(|pid| process::peak_rss_bytes(pid).is_none()) {
+            if instance.pid().is_some_and(|pid| measure::peak_rss_bytes(pid).is_none()) {
                 bail!("{} exited while draining (log in {})", instance.name, args.work_dir.display());
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let peak_rss_bytes = running.iter().filter_map(Running::peak_rss_bytes).collect();
-    let cpu_seconds = running.iter().filter_map(|r| process::cpu_seconds(r.pid()?)).sum();
+    let cpu_seconds = running.iter().filter_map(Running::cpu_seconds).sum();
     let (mut write_seconds, mut commit_seconds) = (0.0, 0.0);
     for instance in &running {
         if let Some(text) = instance.metrics().await {
-            write_seconds += process::metric_total(&text, "bxb_consumer_write_duration_seconds_sum");
-            commit_seconds += process::metric_total(&text, "bxb_consumer_commit_duration_seconds_sum");
+            write_seconds += measure::metric_total(&text, "bxb_consumer_write_duration_seconds_sum");
+            commit_seconds += measure::metric_total(&text, "bxb_consumer_commit_duration_seconds_sum");
         }
     }
     for instance in running {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bxb_event::clock::now_ms;
+use bxb_harness::{ApiKey, GatewayClient};
 use indicatif::ProgressBar;
 use uuid::Uuid;
 
-use crate::gateway::{ApiKey, Target};
 use crate::report::EndToEndFigures;
 use crate::stats::LatencySummary;
 
@@ -35,10 +36,6 @@ fn body(organization_id: Uuid, seq: u64, now_ms: i64) -> String {
         })
         .collect();
     serde_json::json!({ "events": events }).to_string()
-}
-
-fn wall_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64() * 1000.0
 }
 
 /// Where probes become visible.
@@ -104,7 +101,7 @@ pub fn latencies(acked_ms: &BTreeMap<u64, f64>, seen_ms: &BTreeMap<u64, f64>) ->
 }
 
 /// Offers `rate` events/s for `duration` over `keys` (round robin), polling both stores.
-pub async fn run(target: Arc<Target>, keys: &[ApiKey], stores: Stores, rate: u32, duration: Duration, bar: &ProgressBar) -> anyhow::Result<EndToEndFigures> {
+pub async fn run(target: Arc<GatewayClient>, keys: &[ApiKey], stores: Stores, rate: u32, duration: Duration, bar: &ProgressBar) -> anyhow::Result<EndToEndFigures> {
     let acked: Arc<Mutex<BTreeMap<u64, f64>>> = Arc::default();
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let interval = Duration::from_secs_f64(EVENTS_PER_REQUEST as f64 / f64::from(rate));
@@ -122,12 +119,12 @@ pub async fn run(target: Arc<Target>, keys: &[ApiKey], stores: Stores, rate: u32
             _ = ticker.tick() => {
                 let key = &keys[(seq as usize) % keys.len()];
                 let (target, acked, failed, bar) = (target.clone(), acked.clone(), failed.clone(), bar.clone());
-                let (api_key, body) = (key.key.clone(), body(key.organization_id, seq, crate::raw::now_ms()));
+                let (api_key, body) = (key.key.clone(), body(key.organization_id, seq, now_ms()));
                 let this = seq;
                 seq += 1;
                 tasks.push(tokio::spawn(async move {
-                    if matches!(target.post("/v1/events/batch", &api_key, body).await, Ok(true)) {
-                        acked.lock().expect("not poisoned").insert(this, wall_ms());
+                    if target.accepted("/v1/events/batch", &api_key, body).await {
+                        acked.lock().expect("not poisoned").insert(this, now_ms() as f64);
                         bar.inc(EVENTS_PER_REQUEST as u64);
                     } else {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -168,7 +165,7 @@ pub async fn run(target: Arc<Target>, keys: &[ApiKey], stores: Stores, rate: u32
 }
 
 async fn poll(stores: &Stores, ch_seen: &mut Seen, pg_seen: &mut Seen, sent: u64) {
-    let at = wall_ms();
+    let at = now_ms() as f64;
     let (ch, pg) = tokio::join!(stores.clickhouse_probes(ch_seen.lowest_unseen), stores.postgres_probes(pg_seen.lowest_unseen));
     // A failed poll only delays seeing a probe; the next poll retries.
     if let Ok(ids) = ch {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use tokio::sync::Semaphore;
-use uuid::Uuid;
+
+use bxb_harness::{ApiKey, GatewayClient, Running};
 
 use crate::events;
-use crate::process::{self, Running};
 use crate::report::RateLatency;
 use crate::settings::BenchArgs;
 use crate::stats::{per_second, LatencySummary};
@@ -19,61 +19,18 @@ use crate::stats::{per_second, LatencySummary};
 /// not load the 2 cores while measuring.
 const BODIES: usize = 32;
 
-/// An API key of the gateway's key file and its organization.
-#[derive(Debug, Clone)]
-pub struct ApiKey {
-    pub organization_id: Uuid,
-    pub key: String,
-}
-
-/// Creates one key per organization in `file` with the gateway's own command.
-pub async fn create_keys(args: &BenchArgs, file: &std::path::Path, count: usize) -> anyhow::Result<Vec<ApiKey>> {
-    let mut keys = Vec::with_capacity(count);
-    for _ in 0..count {
-        let organization_id = Uuid::new_v4();
-        let file_arg = file.display().to_string();
-        let org = organization_id.to_string();
-        let key = process::output(&args.bin_dir, "gateway", &["api-key", "create", "--organization-id", &org, "--file", &file_arg], &[]).await?;
-        keys.push(ApiKey { organization_id, key: key.trim().to_owned() });
-    }
-    Ok(keys)
-}
-
 /// The gateway's settings for a run: its own topic and key file, the per-organization rate limit
 /// off (the benchmark measures capacity, not the limiter).
 pub fn gateway_env(args: &BenchArgs, topic: &str, key_file: &std::path::Path) -> Vec<(String, String)> {
-    vec![
-        ("BXB_KAFKA_BROKERS".into(), args.stack.kafka_brokers.clone()),
-        ("BXB_SCHEMA_REGISTRY_URL".into(), args.stack.registry_url.clone()),
-        ("BXB_EVENTS_TOPIC".into(), topic.into()),
-        ("BXB_API_KEYS_FILE".into(), key_file.display().to_string()),
-        ("BXB_RATE_LIMIT_EVENTS_PER_SECOND".into(), "0".into()),
-    ]
+    let mut env = bxb_harness::gateway::gateway_env(&args.stack, topic, key_file);
+    env.push(("BXB_RATE_LIMIT_EVENTS_PER_SECOND".into(), "0".into()));
+    env
 }
 
-pub struct Target {
-    pub client: reqwest::Client,
-    pub base_url: String,
-}
-
-impl Target {
-    pub fn new(gateway: &Running) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(512).timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { client, base_url: format!("http://127.0.0.1:{}", gateway.port) })
-    }
-
-    /// Posts one body; `Ok(true)` on 202.
-    pub async fn post(&self, path: &str, key: &str, body: String) -> anyhow::Result<bool> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        Ok(response.status() == reqwest::StatusCode::ACCEPTED)
-    }
+/// A client of the gateway under load: as many pooled connections as the open loop keeps in
+/// flight, so it does not reconnect.
+pub fn target(gateway: &Running) -> anyhow::Result<GatewayClient> {
+    Ok(GatewayClient::new(bxb_harness::http::client(Duration::from_secs(30), OPEN_LOOP_IN_FLIGHT)?, gateway.port))
 }
 
 /// Result of a closed-loop run.
@@ -83,8 +40,8 @@ pub struct Throughput {
 }
 
 /// `concurrency` workers post `events_per_request`-event requests back to back for `duration`.
-pub async fn closed_loop(target: Arc<Target>, key: &ApiKey, events_per_request: usize, concurrency: usize, duration: Duration, bar: &ProgressBar) -> Throughput {
-    let now = crate::raw::now_ms();
+pub async fn closed_loop(target: Arc<GatewayClient>, key: &ApiKey, events_per_request: usize, concurrency: usize, duration: Duration, bar: &ProgressBar) -> Throughput {
+    let now = bxb_event::clock::now_ms();
     let (path, bodies): (&str, Vec<String>) = if events_per_request == 1 {
         ("/v1/events", (0..BODIES).map(|i| events::json(&events::event(key.organization_id, format!("single-{i}"), i as u64, now)).to_string()).collect())
     } else {
@@ -102,14 +59,11 @@ pub async fn closed_loop(target: Arc<Target>, key: &ApiKey, events_per_request: 
         workers.push(tokio::spawn(async move {
             let mut i = worker;
             while Instant::now() < deadline {
-                match target.post(path, &key, bodies[i % bodies.len()].clone()).await {
-                    Ok(true) => {
-                        accepted.fetch_add(events_per_request as u64, Ordering::Relaxed);
-                        bar.inc(events_per_request as u64);
-                    }
-                    _ => {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                    }
+                if target.accepted(path, &key, bodies[i % bodies.len()].clone()).await {
+                    accepted.fetch_add(events_per_request as u64, Ordering::Relaxed);
+                    bar.inc(events_per_request as u64);
+                } else {
+                    rejected.fetch_add(1, Ordering::Relaxed);
                 }
                 i += concurrency;
             }
@@ -126,8 +80,8 @@ const OPEN_LOOP_IN_FLIGHT: usize = 512;
 
 /// One `/v1/events/batch` request of `events_per_request` every `1 / (rate / events_per_request)`
 /// s for `duration`, whatever the answers: latency is measured from when a request was due.
-pub async fn open_loop(target: Arc<Target>, key: &ApiKey, rate_events_per_s: u32, events_per_request: usize, duration: Duration, bar: &ProgressBar) -> RateLatency {
-    let now = crate::raw::now_ms();
+pub async fn open_loop(target: Arc<GatewayClient>, key: &ApiKey, rate_events_per_s: u32, events_per_request: usize, duration: Duration, bar: &ProgressBar) -> RateLatency {
+    let now = bxb_event::clock::now_ms();
     let bodies: Arc<Vec<String>> = Arc::new((0..BODIES).map(|i| events::batch_body(key.organization_id, &format!("rate-{i}"), events_per_request, now)).collect());
     let interval = Duration::from_secs_f64(events_per_request as f64 / f64::from(rate_events_per_s));
     let mut ticker = tokio::time::interval(interval);
@@ -148,8 +102,7 @@ pub async fn open_loop(target: Arc<Target>, key: &ApiKey, rate_events_per_s: u32
         let body = bodies[sent % bodies.len()].clone();
         sent += 1;
         tokio::spawn(async move {
-            let ok = matches!(target.post("/v1/events/batch", &key, body).await, Ok(true));
-            if ok {
+            if target.accepted("/v1/events/batch", &key, body).await {
                 let _ = tx.send(due.elapsed().as_secs_f64() * 1000.0);
                 bar.inc(events_per_request as u64);
             } else {

@@ -13,16 +13,17 @@
 //! The binaries run as processes (`target/release/*`) with their own port, topic, group and
 //! database, so peak RSS is read per binary from `/proc/<pid>/status`. Nothing of the dev stack
 //! (topic `events`, databases `bxb`, groups `bxb-*`) is touched; a run removes what it created.
+//! Starting, measuring and stopping those processes, the run's names and its topics, groups and
+//! databases are `bxb-harness`'s, shared with `./dev/chaos`; this crate holds the load, the
+//! baselines and the report.
 
 pub mod drain;
 pub mod e2e;
 pub mod events;
 pub mod gateway;
-pub mod process;
 pub mod raw;
 pub mod report;
 pub mod run;
-pub mod services;
 pub mod settings;
 pub mod stats;
 

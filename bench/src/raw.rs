@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bxb_consumer_clickhouse::EventRow;
+use bxb_event::clock::now_ms;
 use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
+use bxb_harness::services::{self, kafka_config};
 use indicatif::ProgressBar;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -13,7 +15,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use uuid::Uuid;
 
 use crate::events;
-use crate::services::{self, kafka_config};
 use crate::settings::BenchArgs;
 
 /// Most records awaiting a delivery report at once: bounds memory like the gateway's queue.
@@ -112,12 +113,10 @@ pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_id
     client.query(bxb_schemas::clickhouse::EVENTS_RAW_DDL).execute().await.context("creating events_raw")?;
     let now = now_ms();
     let mut elapsed = Duration::ZERO;
-    let mut start = 0;
-    while start < count {
-        let end = (start + batch as u64).min(count);
+    for range in batches(count, batch) {
         // Rows are built outside the timed part: the consumer's decode and mapping are what the
         // ratio is meant to expose.
-        let records = events::records(organization_ids, start..end, now);
+        let records = events::records(organization_ids, range.clone(), now);
         let started = Instant::now();
         let mut insert = client.insert::<EventRow>(bxb_schemas::clickhouse::EVENTS_RAW_TABLE).await?;
         for record in &records {
@@ -125,10 +124,15 @@ pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_id
         }
         insert.end().await?;
         elapsed += started.elapsed();
-        bar.inc(end - start);
-        start = end;
+        bar.inc(range.end - range.start);
     }
     Ok(crate::stats::per_second(count, elapsed))
+}
+
+/// `0..count` in consecutive ranges of `batch` (the last one shorter): the raw writes' batches.
+fn batches(count: u64, batch: usize) -> impl Iterator<Item = std::ops::Range<u64>> {
+    let batch = batch.max(1) as u64;
+    (0..count.div_ceil(batch)).map(move |i| i * batch..((i + 1) * batch).min(count))
 }
 
 /// `COPY ... (FORMAT BINARY)` of the backlog's rows straight into `events` of a freshly migrated
@@ -143,10 +147,8 @@ pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, bat
     sqlx::query("CREATE TABLE events_bench_default PARTITION OF events DEFAULT").execute(&mut conn).await?;
     let now = now_ms();
     let mut elapsed = Duration::ZERO;
-    let mut start = 0;
-    while start < count {
-        let end = (start + batch as u64).min(count);
-        let records = events::records(organization_ids, start..end, now);
+    for range in batches(count, batch) {
+        let records = events::records(organization_ids, range.clone(), now);
         let started = Instant::now();
         let refs: Vec<&bxb_consumer::Record> = records.iter().collect();
         let mut tx = conn.begin().await?;
@@ -160,15 +162,10 @@ pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, bat
         copy.finish().await?;
         tx.commit().await?;
         elapsed += started.elapsed();
-        bar.inc(end - start);
-        start = end;
+        bar.inc(range.end - range.start);
     }
     conn.close().await?;
     Ok(crate::stats::per_second(count, elapsed))
-}
-
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 /// Per-event CPU cost of the consumers' in-process stages, measured in this process on the
@@ -211,4 +208,16 @@ pub async fn stage_costs(args: &BenchArgs, topic: &str, organization_ids: &[Uuid
     }
     let copy = per_event_us(started.elapsed());
     Ok(StageCosts { events: count, decode_us_per_event: decode, clickhouse_row_us_per_event: row, postgres_copy_encode_us_per_event: copy })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_the_backlog_once_in_order() {
+        assert_eq!(batches(25, 10).collect::<Vec<_>>(), vec![0..10, 10..20, 20..25]);
+        assert_eq!(batches(20, 10).collect::<Vec<_>>(), vec![0..10, 10..20]);
+        assert_eq!(batches(0, 10).count(), 0);
+    }
 }

@@ -3,16 +3,17 @@
 //! run goes on.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use bxb_harness::consumer::ConsumerKind;
+use bxb_harness::services::{self, Created};
+use bxb_harness::{measure, process, ApiKey, RunNames};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use crate::drain::{self, Consumer, ConsumerSetup};
-use crate::gateway::{self, ApiKey, Target};
+use crate::drain::{self, consumer_setup};
+use crate::gateway;
 use crate::report::{DrainFigures, Environment, GatewayFigures, Report};
-use crate::services;
-use crate::settings::{BenchArgs, Phase, RunNames, Sizes};
+use crate::settings::{BenchArgs, Phase, Sizes};
 
 const BATCH_EVENTS_PER_REQUEST: usize = 100;
 const CONCURRENCY_BATCH: usize = 16;
@@ -21,15 +22,6 @@ const OFFERED_RATES: [u32; 3] = [1_000, 5_000, 10_000];
 const E2E_RATE: u32 = 10_000;
 /// Organizations of the backlog: enough keys to land on every partition.
 const BACKLOG_ORGANIZATIONS: usize = 16;
-
-/// What a run created and must remove.
-#[derive(Default)]
-struct Created {
-    topics: Vec<String>,
-    groups: Vec<String>,
-    pg_databases: Vec<String>,
-    ch_databases: Vec<String>,
-}
 
 struct Bench {
     args: BenchArgs,
@@ -43,7 +35,7 @@ struct Bench {
 }
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<Report> {
-    let names = RunNames::new();
+    let names = RunNames::new("bench");
     args.work_dir = args.work_dir.join(&names.id);
     std::fs::create_dir_all(&args.work_dir)?;
     let sizes = Sizes::of(&args);
@@ -91,12 +83,11 @@ async fn environment(args: &BenchArgs) -> Environment {
     let (ch, pg) = services::server_versions(&args.stack).await;
     versions.insert("clickhouse".into(), ch);
     versions.insert("postgresql".into(), pg);
-    let memory_bytes = crate::process::machine_memory_bytes();
     Environment {
-        date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        date: measure::now_rfc3339(),
         mode: if args.quick { "quick".into() } else { "full".into() },
-        cores: std::thread::available_parallelism().map_or(0, usize::from),
-        memory_bytes,
+        cores: measure::cores(),
+        memory_bytes: measure::machine_memory_bytes(),
         versions,
         consumer_kafka_options: args.consumer_kafka_options.clone(),
         consumer_env: args.consumer_env.clone(),
@@ -117,7 +108,7 @@ impl Bench {
 
     async fn topic(&mut self, what: &str) -> anyhow::Result<String> {
         let topic = self.names.topic(what);
-        services::create_topic(&self.args.stack, &topic).await?;
+        services::create_topic(&self.args.stack, &topic, services::PARTITIONS).await?;
         self.created.topics.push(topic.clone());
         Ok(topic)
     }
@@ -130,7 +121,7 @@ impl Bench {
 
     async fn keys(&self, label: &str, count: usize) -> anyhow::Result<(std::path::PathBuf, Vec<ApiKey>)> {
         let file = self.args.work_dir.join(format!("{label}-api-keys.json"));
-        let keys = gateway::create_keys(&self.args, &file, count).await?;
+        let keys = bxb_harness::gateway::create_api_keys(&self.args.bin_dir, &file, count).await?;
         Ok((file, keys))
     }
 
@@ -155,8 +146,8 @@ impl Bench {
         let topic = self.topic("gateway").await?;
         let (key_file, keys) = self.keys("gateway", 1).await?;
         let env = gateway::gateway_env(&self.args, &topic, &key_file);
-        let process = crate::process::start(&self.args.bin_dir, "gateway", "gateway-load", &env, &self.args.work_dir).await?;
-        let target = Arc::new(Target::new(&process)?);
+        let process = process::start(&self.args.bin_dir, "gateway", "gateway-load", &env, &self.args.work_dir).await?;
+        let target = Arc::new(gateway::target(&process)?);
         let key = &keys[0];
         let load = self.sizes.gateway_load;
         let bar = self.bar(0, &format!("gateway batch({BATCH_EVENTS_PER_REQUEST}) x{CONCURRENCY_BATCH}"));
@@ -164,7 +155,7 @@ impl Bench {
         bar.finish();
         let (request_mean_ms, delivery_mean_ms) = match process.metrics().await {
             Some(text) => {
-                use crate::process::metric_total_where;
+                use bxb_harness::measure::metric_total_where;
                 let mean = |name: &str, label: &str| {
                     let count = metric_total_where(&text, &format!("{name}_count"), label);
                     (count > 0.0).then(|| metric_total_where(&text, &format!("{name}_sum"), label) / count * 1000.0)
@@ -200,22 +191,25 @@ impl Bench {
         Ok(())
     }
 
-    async fn consumer_drain(&mut self, consumer: Consumer, label: &str, instances: usize) -> anyhow::Result<drain::Drain> {
+    /// The run's database `what` for `kind`: recorded for ClickHouse (its consumer creates it),
+    /// created on the PostgreSQL server (the consumer migrates it).
+    async fn database(&mut self, kind: ConsumerKind, what: &str) -> anyhow::Result<String> {
+        let database = self.names.database(what);
+        match kind {
+            ConsumerKind::ClickHouse => self.created.ch_databases.push(database.clone()),
+            ConsumerKind::Postgres => {
+                services::create_pg_database(&self.args.stack, &database).await?;
+                self.created.pg_databases.push(database.clone());
+            }
+        }
+        Ok(database)
+    }
+
+    async fn consumer_drain(&mut self, consumer: ConsumerKind, label: &str, instances: usize) -> anyhow::Result<drain::Drain> {
         let topic = self.backlog().await?;
         let group = self.group(label);
-        let database = self.names.database(label);
-        let store = match consumer {
-            Consumer::ClickHouse => {
-                self.created.ch_databases.push(database.clone());
-                database
-            }
-            Consumer::Postgres => {
-                let url = services::create_pg_database(&self.args.stack, &database).await?;
-                self.created.pg_databases.push(database);
-                url
-            }
-        };
-        let setup = ConsumerSetup { consumer, topic, dlq_topic: self.names.topic("dlq"), group, store, batch_events: self.sizes.batch_events };
+        let database = self.database(consumer, label).await?;
+        let setup = consumer_setup(&self.args, consumer, topic, self.names.topic("dlq"), group, database, self.sizes.batch_events);
         let bar = self.bar(self.sizes.backlog_events, &format!("{} x{instances} drain", consumer.binary()));
         let result = drain::drain(&self.args, &setup, instances, self.sizes.backlog_events, &bar).await;
         bar.finish();
@@ -230,14 +224,13 @@ impl Bench {
         let count = self.sizes.backlog_events;
         let batch = self.sizes.batch_events;
         // ClickHouse: the consumer, the raw insert, then two instances in one group.
-        let one = self.consumer_drain(Consumer::ClickHouse, "ch1", 1).await?;
-        let raw_db = self.names.database("chraw");
-        self.created.ch_databases.push(raw_db.clone());
+        let one = self.consumer_drain(ConsumerKind::ClickHouse, "ch1", 1).await?;
+        let raw_db = self.database(ConsumerKind::ClickHouse, "chraw").await?;
         let bar = self.bar(count, "raw ClickHouse insert");
         let raw = crate::raw::clickhouse_insert(&self.args, &raw_db, &self.backlog_orgs, count, batch, &bar).await?;
         bar.finish();
         self.report.clickhouse = Some(drain_figures(count, batch, &one, raw));
-        match self.consumer_drain(Consumer::ClickHouse, "ch2", 2).await {
+        match self.consumer_drain(ConsumerKind::ClickHouse, "ch2", 2).await {
             Ok(two) => self.report.clickhouse.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-clickhouse x2: {error:#}")),
         }
@@ -247,24 +240,22 @@ impl Bench {
             Err(error) => self.report.errors.push(format!("stage costs: {error:#}")),
         }
         // PostgreSQL: the consumer, the raw COPY, two instances.
-        let one = self.consumer_drain(Consumer::Postgres, "pg1", 1).await?;
-        let raw_db = self.names.database("pgraw");
-        let raw_url = services::create_pg_database(&self.args.stack, &raw_db).await?;
-        self.created.pg_databases.push(raw_db);
+        let one = self.consumer_drain(ConsumerKind::Postgres, "pg1", 1).await?;
+        let raw_db = self.database(ConsumerKind::Postgres, "pgraw").await?;
+        let raw_url = self.args.stack.postgres_url_of(&raw_db);
         let bar = self.bar(count, "raw PostgreSQL COPY");
         let raw = crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, false, &bar).await?;
         bar.finish();
         self.report.postgres = Some(drain_figures(count, batch, &one, raw));
-        let raw_db = self.names.database("pgrawkeyed");
-        let raw_url = services::create_pg_database(&self.args.stack, &raw_db).await?;
-        self.created.pg_databases.push(raw_db);
+        let raw_db = self.database(ConsumerKind::Postgres, "pgrawkeyed").await?;
+        let raw_url = self.args.stack.postgres_url_of(&raw_db);
         let bar = self.bar(count, "raw PostgreSQL COPY, events + event_keys");
         match crate::raw::postgres_copy(&raw_url, &self.backlog_orgs, count, batch, true, &bar).await {
             Ok(keyed) => self.report.postgres.as_mut().expect("set above").raw_keyed_events_per_s = Some(keyed),
             Err(error) => self.report.errors.push(format!("raw PostgreSQL keyed COPY: {error:#}")),
         }
         bar.finish();
-        match self.consumer_drain(Consumer::Postgres, "pg2", 2).await {
+        match self.consumer_drain(ConsumerKind::Postgres, "pg2", 2).await {
             Ok(two) => self.report.postgres.as_mut().expect("set above").two_instances_events_per_s = Some(two.events_per_s),
             Err(error) => self.report.errors.push(format!("consumer-postgres x2: {error:#}")),
         }
@@ -275,18 +266,18 @@ impl Bench {
         let topic = self.topic("e2e").await?;
         self.topic("dlq").await?;
         let (key_file, keys) = self.keys("e2e", 4).await?;
-        let ch_db = self.names.database("e2ech");
-        self.created.ch_databases.push(ch_db.clone());
-        let pg_db = self.names.database("e2epg");
-        let pg_url = services::create_pg_database(&self.args.stack, &pg_db).await?;
-        self.created.pg_databases.push(pg_db);
+        let ch_db = self.database(ConsumerKind::ClickHouse, "e2ech").await?;
+        let pg_db = self.database(ConsumerKind::Postgres, "e2epg").await?;
+        let pg_url = self.args.stack.postgres_url_of(&pg_db);
         let dlq_topic = self.names.topic("dlq");
-        let ch = ConsumerSetup { consumer: Consumer::ClickHouse, topic: topic.clone(), dlq_topic: dlq_topic.clone(), group: self.group("e2ech"), store: ch_db.clone(), batch_events: self.sizes.batch_events };
-        let pg = ConsumerSetup { consumer: Consumer::Postgres, topic: topic.clone(), dlq_topic, group: self.group("e2epg"), store: pg_url.clone(), batch_events: self.sizes.batch_events };
-        let ch_process = ch.start(&self.args, "consumer-clickhouse-e2e").await?;
-        let pg_process = pg.start(&self.args, "consumer-postgres-e2e").await?;
-        let gateway_process = crate::process::start(&self.args.bin_dir, "gateway", "gateway-e2e", &gateway::gateway_env(&self.args, &topic, &key_file), &self.args.work_dir).await?;
-        let target = Arc::new(Target::new(&gateway_process)?);
+        let (ch_group, pg_group) = (self.group("e2ech"), self.group("e2epg"));
+        let batch = self.sizes.batch_events;
+        let ch = consumer_setup(&self.args, ConsumerKind::ClickHouse, topic.clone(), dlq_topic.clone(), ch_group, ch_db.clone(), batch);
+        let pg = consumer_setup(&self.args, ConsumerKind::Postgres, topic.clone(), dlq_topic, pg_group, pg_db, batch);
+        let ch_process = drain::start(&self.args, &ch, "consumer-clickhouse-e2e").await?;
+        let pg_process = drain::start(&self.args, &pg, "consumer-postgres-e2e").await?;
+        let gateway_process = process::start(&self.args.bin_dir, "gateway", "gateway-e2e", &gateway::gateway_env(&self.args, &topic, &key_file), &self.args.work_dir).await?;
+        let target = Arc::new(gateway::target(&gateway_process)?);
         let stores = crate::e2e::Stores {
             clickhouse: services::clickhouse(&self.args.stack).with_database(&ch_db),
             postgres: sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&pg_url).await?,
@@ -309,21 +300,7 @@ impl Bench {
     }
 
     async fn cleanup(&mut self) {
-        let created = std::mem::take(&mut self.created);
-        for group in &created.groups {
-            services::delete_group(&self.args.stack, group).await;
-        }
-        for topic in &created.topics {
-            services::delete_topic(&self.args.stack, topic).await;
-        }
-        for database in &created.ch_databases {
-            services::drop_ch_database(&self.args.stack, database).await;
-        }
-        for database in &created.pg_databases {
-            services::drop_pg_database(&self.args.stack, database).await;
-        }
-        // The schema subjects of the run's topics stay in the in-memory registry: harmless.
-        tokio::time::sleep(Duration::ZERO).await;
+        std::mem::take(&mut self.created).remove(&self.args.stack).await;
     }
 }
 

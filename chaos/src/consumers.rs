@@ -5,28 +5,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bxb_bench::process::{self, Running};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Kind {
-    #[serde(rename = "consumer-clickhouse")]
-    ClickHouse,
-    #[serde(rename = "consumer-postgres")]
-    Postgres,
-}
-
-impl Kind {
-    pub fn binary(self) -> &'static str {
-        match self {
-            Self::ClickHouse => "consumer-clickhouse",
-            Self::Postgres => "consumer-postgres",
-        }
-    }
-}
+use bxb_harness::process::{self, Running};
+use bxb_harness::ConsumerKind;
 
 /// One consumer: how to start it, and the process running now.
 pub struct Instance {
-    pub kind: Kind,
+    pub kind: ConsumerKind,
     env: Vec<(String, String)>,
     bin_dir: PathBuf,
     log_dir: PathBuf,
@@ -38,7 +22,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn new(kind: Kind, env: Vec<(String, String)>, bin_dir: PathBuf, log_dir: PathBuf) -> Self {
+    pub fn new(kind: ConsumerKind, env: Vec<(String, String)>, bin_dir: PathBuf, log_dir: PathBuf) -> Self {
         Self { kind, env, bin_dir, log_dir, running: None, incarnations: 0, kills: 0, peak_rss_bytes: 0 }
     }
 
@@ -63,12 +47,7 @@ impl Instance {
     /// `kill -9`: whatever it had fetched, batched or half-written is abandoned.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.record_peak();
-        let running = self.running.take().context("not running")?;
-        let pid = running.pid().context("no pid")?;
-        let status = tokio::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status().await?;
-        anyhow::ensure!(status.success(), "kill -KILL {pid} failed");
-        // Dropping the handle reaps the process.
-        drop(running);
+        self.running.take().context("not running")?.kill().await?;
         self.kills += 1;
         Ok(())
     }

@@ -5,25 +5,26 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bxb_harness::ConsumerKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 
-use crate::consumers::{Instance, Kind};
+use crate::consumers::Instance;
 use crate::load::Gateway;
 use crate::report::FaultRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
-    Kill(Kind),
+    Kill(ConsumerKind),
     BrokerRestart,
 }
 
 /// `kills` kills of each consumer and one broker restart at random moments between 5 % and 90 %
 /// of the load, in time order.
 pub fn schedule(rng: &mut StdRng, kills: usize, load: Duration) -> Vec<(Duration, Fault)> {
-    let mut faults: Vec<Fault> = [Kind::ClickHouse, Kind::Postgres].into_iter().flat_map(|k| std::iter::repeat_n(Fault::Kill(k), kills)).collect();
+    let mut faults: Vec<Fault> = ConsumerKind::ALL.into_iter().flat_map(|k| std::iter::repeat_n(Fault::Kill(k), kills)).collect();
     faults.push(Fault::BrokerRestart);
     let mut timed: Vec<(Duration, Fault)> = faults.into_iter().map(|f| (load.mul_f64(rng.random_range(0.05..0.9)), f)).collect();
     timed.sort_by_key(|(at, _)| *at);
@@ -159,8 +160,8 @@ mod tests {
         let load = Duration::from_secs(50);
         let faults = schedule(&mut StdRng::seed_from_u64(9), 3, load);
         assert_eq!(faults.len(), 7);
-        assert_eq!(faults.iter().filter(|(_, f)| *f == Fault::Kill(Kind::ClickHouse)).count(), 3);
-        assert_eq!(faults.iter().filter(|(_, f)| *f == Fault::Kill(Kind::Postgres)).count(), 3);
+        assert_eq!(faults.iter().filter(|(_, f)| *f == Fault::Kill(ConsumerKind::ClickHouse)).count(), 3);
+        assert_eq!(faults.iter().filter(|(_, f)| *f == Fault::Kill(ConsumerKind::Postgres)).count(), 3);
         assert_eq!(faults.iter().filter(|(_, f)| *f == Fault::BrokerRestart).count(), 1);
         assert!(faults.windows(2).all(|w| w[0].0 <= w[1].0));
         assert!(faults.iter().all(|(at, _)| *at >= load.mul_f64(0.05) && *at < load.mul_f64(0.9)));

@@ -12,7 +12,9 @@
 //! The load generator knows every identity the gateway accepted (a `202`): ClickHouse's billing
 //! query must count exactly those, PostgreSQL must hold exactly the billable ones, once each,
 //! and `bxbctl verify` must find the two stores in agreement. Everything runs as processes on
-//! the local stack with the run's own topic, groups and databases.
+//! the local stack with the run's own topic, groups and databases, started, killed and removed
+//! through `bxb-harness` (shared with `./dev/bench`); this crate holds the plan, the load, the
+//! faults and the counts.
 
 pub mod consumers;
 pub mod faults;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bxb_harness::GatewayClient;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
@@ -15,32 +16,26 @@ use crate::plan::Plan;
 /// The gateway as the load generator sees it.
 #[derive(Clone)]
 pub struct Gateway {
-    pub client: reqwest::Client,
-    pub base_url: String,
+    pub client: GatewayClient,
     /// One API key per organization, by organization index.
     pub keys: Arc<Vec<String>>,
 }
 
 impl Gateway {
+    /// The gateway on `port`. A request may take 60 s, longer than the outage answer limit, so
+    /// that a late answer is measured rather than cut off.
     pub fn new(port: u16, keys: Vec<String>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(64).build()?;
-        Ok(Self { client, base_url: format!("http://127.0.0.1:{port}"), keys: Arc::new(keys) })
+        let client = bxb_harness::http::client(Duration::from_secs(60), 64)?;
+        Ok(Self { client: GatewayClient::new(client, port), keys: Arc::new(keys) })
     }
 
     pub async fn post(&self, path: &str, organization: usize, body: String) -> reqwest::Result<reqwest::Response> {
-        self.client
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.keys[organization])
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
+        self.client.post(path, &self.keys[organization], body).await
     }
 
     /// Whether `/readyz` answers 200 (within 2 s).
     pub async fn ready(&self) -> bool {
-        let request = self.client.get(format!("{}/readyz", self.base_url)).timeout(Duration::from_secs(2));
-        matches!(request.send().await, Ok(r) if r.status().is_success())
+        self.client.ready().await
     }
 }
 

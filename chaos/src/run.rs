@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bxb_bench::process::{self, Running};
-use bxb_bench::services;
-use bxb_bench::settings::postgres_url_for;
+use bxb_event::clock::now_ms;
+use bxb_harness::consumer::{env_pairs, ConsumerSetup};
+use bxb_harness::services::{self, Created};
+use bxb_harness::{measure, process, ConsumerKind, RunNames, Running};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rdkafka::ClientConfig;
 use uuid::Uuid;
 
-use crate::consumers::{Instance, Kind};
+use crate::consumers::Instance;
 use crate::faults::{self, Fault};
 use crate::load::{self, Gateway, Progress};
 use crate::plan::{self, PlanShape, PlannedEvent, Retry, BILLABLE_CODES};
@@ -25,26 +25,31 @@ use crate::settings::ChaosArgs;
 use crate::stores;
 use crate::tally::{tally, Identity};
 
-const PARTITIONS: i32 = 4;
-
 /// The names a run owns (never the dev stack's `events`, `bxb` or `bxb-*`).
 struct Names {
     topic: String,
     dlq: String,
     clickhouse_group: String,
     postgres_group: String,
+    /// One database of that name in ClickHouse and one in PostgreSQL.
     database: String,
 }
 
 impl Names {
-    fn new() -> Self {
-        let id = &Uuid::new_v4().simple().to_string()[..10];
+    fn of(run: &RunNames) -> Self {
         Self {
-            topic: format!("chaos-{id}-events"),
-            dlq: format!("chaos-{id}-dlq"),
-            clickhouse_group: format!("chaos-{id}-clickhouse"),
-            postgres_group: format!("chaos-{id}-postgres"),
-            database: format!("bxb_chaos_{id}"),
+            topic: run.topic("events"),
+            dlq: run.topic("dlq"),
+            clickhouse_group: run.group("clickhouse"),
+            postgres_group: run.group("postgres"),
+            database: run.database("stores"),
+        }
+    }
+
+    fn group(&self, kind: ConsumerKind) -> &str {
+        match kind {
+            ConsumerKind::ClickHouse => &self.clickhouse_group,
+            ConsumerKind::Postgres => &self.postgres_group,
         }
     }
 }
@@ -52,18 +57,17 @@ impl Names {
 struct Chaos {
     args: ChaosArgs,
     names: Names,
-    kafka: ClientConfig,
+    created: Created,
     report: Report,
     started: Instant,
 }
 
 pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
     let seed = args.seed.unwrap_or_else(rand::random);
-    let names = Names::new();
-    args.work_dir = args.work_dir.join(&names.topic);
+    let run = RunNames::new("chaos");
+    args.work_dir = args.work_dir.join(&run.id);
     std::fs::create_dir_all(&args.work_dir)?;
-    let kafka = services::kafka_config(&args.stack)?;
-    let mut chaos = Chaos { report: environment(seed, &args), args, names, kafka, started: Instant::now() };
+    let mut chaos = Chaos { report: environment(seed, &args), args, names: Names::of(&run), created: Created::default(), started: Instant::now() };
     eprintln!("chaos: seed {seed}, topic {}, logs in {}", chaos.names.topic, chaos.args.work_dir.display());
     let deadline = chaos.args.deadline();
     match tokio::time::timeout(deadline, chaos.exercise(seed)).await {
@@ -72,7 +76,7 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
         Err(_) => chaos.report.errors.push(format!("not finished within the deadline of {deadline:?}")),
     }
     if !chaos.args.keep {
-        chaos.cleanup().await;
+        std::mem::take(&mut chaos.created).remove(&chaos.args.stack).await;
     }
     chaos.report.total_seconds = chaos.started.elapsed().as_secs_f64();
     Ok(chaos.report)
@@ -80,9 +84,9 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
 
 fn environment(seed: u64, args: &ChaosArgs) -> Report {
     Report {
-        date: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        cores: std::thread::available_parallelism().map_or(0, usize::from),
-        memory_bytes: process::machine_memory_bytes(),
+        date: measure::now_rfc3339(),
+        cores: measure::cores(),
+        memory_bytes: measure::machine_memory_bytes(),
         seed,
         organizations: args.organizations,
         offered_rate_events_per_s: args.rate,
@@ -90,71 +94,52 @@ fn environment(seed: u64, args: &ChaosArgs) -> Report {
     }
 }
 
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 impl Chaos {
-    fn consumer(&self, kind: Kind) -> Instance {
+    /// One consumer of the run, not started yet; its group is recorded for the cleanup.
+    fn consumer(&mut self, kind: ConsumerKind) -> Instance {
         let args = &self.args;
-        let (group, store) = match kind {
-            Kind::ClickHouse => (&self.names.clickhouse_group, vec![("BXB_CLICKHOUSE_URL", args.stack.clickhouse_url.clone()), ("BXB_CLICKHOUSE_DATABASE", self.names.database.clone())]),
-            Kind::Postgres => (
-                &self.names.postgres_group,
-                vec![("BXB_POSTGRES_URL", postgres_url_for(&args.stack.postgres_url, &self.names.database)), ("BXB_BILLABLE_CODES", BILLABLE_CODES.join(","))],
-            ),
+        let setup = ConsumerSetup {
+            kind,
+            topic: self.names.topic.clone(),
+            dlq_topic: self.names.dlq.clone(),
+            group: self.names.group(kind).to_owned(),
+            database: self.names.database.clone(),
+            billable_codes: BILLABLE_CODES.join(","),
+            extra_env: env_pairs(&args.consumer_env),
         };
-        let mut env: Vec<(String, String)> = [
-            ("BXB_KAFKA_BROKERS", args.stack.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL", args.stack.registry_url.clone()),
-            ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
-            ("BXB_DLQ_TOPIC", self.names.dlq.clone()),
-            ("BXB_CONSUMER_GROUP", group.clone()),
-        ]
-        .into_iter()
-        .chain(store)
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        env.extend(args.consumer_env.iter().filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())));
-        Instance::new(kind, env, args.bin_dir.clone(), args.work_dir.clone())
-    }
-
-    async fn create_keys(&self) -> anyhow::Result<(std::path::PathBuf, Vec<Uuid>, Vec<String>)> {
-        let file = self.args.work_dir.join("api-keys.json");
-        let file_arg = file.display().to_string();
-        let (mut organizations, mut keys) = (Vec::new(), Vec::new());
-        for _ in 0..self.args.organizations.max(1) {
-            let organization = Uuid::new_v4();
-            let org = organization.to_string();
-            let key = process::output(&self.args.bin_dir, "gateway", &["api-key", "create", "--organization-id", &org, "--file", &file_arg], &[]).await?;
-            organizations.push(organization);
-            keys.push(key.trim().to_owned());
-        }
-        Ok((file, organizations, keys))
+        self.created.groups.push(setup.group.clone());
+        Instance::new(kind, setup.env(&args.stack), args.bin_dir.clone(), args.work_dir.clone())
     }
 
     async fn start_gateway(&self, key_file: &std::path::Path) -> anyhow::Result<Running> {
-        let env: Vec<(String, String)> = [
-            ("BXB_KAFKA_BROKERS", self.args.stack.kafka_brokers.clone()),
-            ("BXB_SCHEMA_REGISTRY_URL", self.args.stack.registry_url.clone()),
-            ("BXB_EVENTS_TOPIC", self.names.topic.clone()),
-            ("BXB_API_KEYS_FILE", key_file.display().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        process::start(&self.args.bin_dir, "gateway", "gateway", &env, &self.args.work_dir).await
+        let env = bxb_harness::gateway::gateway_env(&self.args.stack, &self.names.topic, key_file);
+        Ok(process::start(&self.args.bin_dir, "gateway", "gateway", &env, &self.args.work_dir).await?)
+    }
+
+    /// The run's topic and dead-letter topic, and its database in both stores.
+    async fn create_services(&mut self) -> anyhow::Result<String> {
+        let stack = &self.args.stack;
+        for (topic, partitions) in [(&self.names.topic, services::PARTITIONS), (&self.names.dlq, 1)] {
+            services::create_topic(stack, topic, partitions).await?;
+            self.created.topics.push(topic.clone());
+        }
+        // consumer-clickhouse creates its database; consumer-postgres needs it to exist.
+        self.created.ch_databases.push(self.names.database.clone());
+        let database_url = services::create_pg_database(stack, &self.names.database).await?;
+        self.created.pg_databases.push(self.names.database.clone());
+        Ok(database_url)
     }
 
     async fn exercise(&mut self, seed: u64) -> anyhow::Result<()> {
-        bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.topic, PARTITIONS, 1, &[]).await.context("creating the run's topic")?;
-        bxb_kafka::admin::ensure_topic(&self.kafka, &self.names.dlq, 1, 1, &[]).await.context("creating the run's DLQ topic")?;
-        let database_url = services::create_pg_database(&self.args.stack, &self.names.database).await?;
+        let database_url = self.create_services().await?;
         let admin = sqlx::PgPool::connect(&database_url).await?;
 
-        let (key_file, organizations, keys) = self.create_keys().await?;
-        let mut clickhouse = self.consumer(Kind::ClickHouse);
-        let mut postgres = self.consumer(Kind::Postgres);
+        let key_file = self.args.work_dir.join("api-keys.json");
+        let api_keys = bxb_harness::gateway::create_api_keys(&self.args.bin_dir, &key_file, self.args.organizations.max(1)).await?;
+        let organizations: Vec<Uuid> = api_keys.iter().map(|k| k.organization_id).collect();
+        let keys: Vec<String> = api_keys.into_iter().map(|k| k.key).collect();
+        let mut clickhouse = self.consumer(ConsumerKind::ClickHouse);
+        let mut postgres = self.consumer(ConsumerKind::Postgres);
         clickhouse.start().await?;
         postgres.start().await?;
         let gateway_process = self.start_gateway(&key_file).await?;
@@ -193,8 +178,8 @@ impl Chaos {
         let reporter = tokio::spawn(report_progress(progress.clone(), plan.distinct_events + plan.retries));
         // One lane per consumer and one for the broker, so every fault happens at its moment
         // whatever the others take.
-        let clickhouse_lane = tokio::spawn(faults::kill_lane(clickhouse, moments(Fault::Kill(Kind::ClickHouse)), load_started, seed ^ 1));
-        let postgres_lane = tokio::spawn(faults::kill_lane(postgres, moments(Fault::Kill(Kind::Postgres)), load_started, seed ^ 2));
+        let clickhouse_lane = tokio::spawn(faults::kill_lane(clickhouse, moments(Fault::Kill(ConsumerKind::ClickHouse)), load_started, seed ^ 1));
+        let postgres_lane = tokio::spawn(faults::kill_lane(postgres, moments(Fault::Kill(ConsumerKind::Postgres)), load_started, seed ^ 2));
         let broker = faults::BrokerCommands { stop: self.args.broker_stop_command.clone(), start: self.args.broker_start_command.clone() };
         let probe_body = serde_json::json!({ "events": [probe.json()] }).to_string();
         let answer_limit = Duration::from_millis(self.args.outage_answer_limit_ms);
@@ -273,9 +258,7 @@ impl Chaos {
         loop {
             let mut lag = 0;
             for group in [&self.names.clickhouse_group, &self.names.postgres_group] {
-                let (config, group, topic) = (self.kafka.clone(), group.clone(), self.names.topic.clone());
-                let positions = tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, &group, &topic, Duration::from_secs(10))).await??;
-                lag += positions.iter().map(|p| p.lag()).sum::<i64>();
+                lag += services::group_positions(&self.args.stack, group, &self.names.topic).await?.iter().map(|p| p.lag()).sum::<i64>();
             }
             if lag == 0 {
                 return Ok(started.elapsed().as_secs_f64());
@@ -303,14 +286,13 @@ impl Chaos {
                     eprintln!("chaos: replay of {group} not possible yet ({error:#}); retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Err(error) => return Err(error),
+                Err(error) => return Err(error.into()),
             }
         }
     }
 
     async fn dead_lettered(&self) -> anyhow::Result<i64> {
-        let (config, topic) = (self.kafka.clone(), self.names.dlq.clone());
-        let positions = tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, "chaos-dlq-count", &topic, Duration::from_secs(10))).await??;
+        let positions = services::group_positions(&self.args.stack, "chaos-dlq-count", &self.names.dlq).await?;
         Ok(positions.iter().map(|p| p.high - p.low).sum())
     }
 
@@ -319,7 +301,7 @@ impl Chaos {
             Ok(time::OffsetDateTime::from_unix_timestamp(ms / 1000)?.format(&time::format_description::well_known::Rfc3339)?)
         };
         let (from, to) = (rfc3339(range_ms.0)?, rfc3339(range_ms.1)?);
-        let postgres_url = postgres_url_for(&self.args.stack.postgres_url, &self.names.database);
+        let postgres_url = self.args.stack.postgres_url_of(&self.names.database);
         let codes = BILLABLE_CODES.join(",");
         let out = process::command(&self.args.bin_dir, "bxbctl")
             .args(["verify", "--from", &from, "--to", &to, "--postgres-url", &postgres_url, "--billable-codes", &codes])
@@ -332,18 +314,6 @@ impl Chaos {
             bail!("bxbctl verify printed nothing: {}", String::from_utf8_lossy(&out.stderr));
         };
         Ok((out.status.success(), last.to_owned()))
-    }
-
-    async fn cleanup(&self) {
-        let stack = &self.args.stack;
-        for group in [&self.names.clickhouse_group, &self.names.postgres_group] {
-            services::delete_group(stack, group).await;
-        }
-        for topic in [&self.names.topic, &self.names.dlq] {
-            services::delete_topic(stack, topic).await;
-        }
-        services::drop_ch_database(stack, &self.names.database).await;
-        services::drop_pg_database(stack, &self.names.database).await;
     }
 }
 

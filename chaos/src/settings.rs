@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bxb_bench::settings::StackArgs;
+use bxb_harness::StackArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bxb-chaos", about = "Load through the gateway while consumers are killed and the broker restarts; then exact counts in both stores")]
