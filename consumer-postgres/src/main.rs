@@ -2,7 +2,6 @@ use anyhow::Context;
 use bxb_consumer_postgres::{migrate, run, Config};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Writes the billing-critical subset of bxb events to PostgreSQL.
 #[derive(Parser)]
@@ -34,21 +33,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cli.config.consumer.listen_addr)
         .await
         .with_context(|| format!("binding BXB_LISTEN_ADDR {}", cli.config.consumer.listen_addr))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    run(cli.config, listener, shutdown).await?;
+    run(cli.config, listener, bxb_telemetry::shutdown::on_signal()).await?;
     Ok(())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down: finishing the current batch");
-    shutdown.cancel();
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Telemetry shared by the gateway, both consumers and `bxbctl`.
+//! What every binary of the pipeline (gateway, both consumers, `bxbctl`) sets up around its
+//! library's `run`: telemetry, and the signal it stops on.
 //!
 //! - [`init`] installs the `tracing` subscriber: JSON (or text) logs to stderr, and an
 //!   OpenTelemetry layer whose spans are exported over OTLP when an endpoint is configured.
@@ -7,9 +8,12 @@
 //! - [`trace_context`] turns the current span into `traceparent` headers and back.
 //! - [`metrics`] installs one Prometheus recorder per process behind the `metrics` facade.
 //! - [`health`] is the `/healthz`, `/readyz` and `/metrics` router every binary serves.
+//! - [`shutdown`] is the signal every binary stops on (SIGTERM or Ctrl-C), as a cancellation
+//!   token for the library's `run`.
 
 pub mod health;
 pub mod metrics;
+pub mod shutdown;
 pub mod trace_context;
 
 use std::sync::OnceLock;
