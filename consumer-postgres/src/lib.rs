@@ -67,8 +67,6 @@ pub enum RunError {
 /// Prepares PostgreSQL (migrations, billable metrics, partitions ahead), then consumes until
 /// `shutdown`, serving `/healthz`, `/readyz` and `/metrics` on `listener`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
-    // Install the recorder before the first measurement (the billable-metrics gauge at start).
-    let _ = bxb_telemetry::metrics::prometheus();
     let sink = PostgresSink::start(config.postgres).await?;
     let background_stop = shutdown.child_token();
     let background = sink.spawn_background(background_stop.clone());

@@ -66,6 +66,7 @@ pub async fn run<S: Sink>(
 ) -> Result<(), RuntimeError> {
     let settings = args.validate()?;
     let decoder = SchemaRegistry::new(&args.registry)?.decoder();
+    bxb_telemetry::metrics::install();
     metrics::describe();
     memory::return_large_buffers_to_the_system();
 
