@@ -1,8 +1,9 @@
 //! The ClickHouse [`Sink`]: one RowBinary `INSERT` per batch into `events_raw`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bxb_consumer::{Record, Sink, SinkError};
+use bxb_event::clock::now_ms;
 use bxb_schemas::clickhouse::EVENTS_RAW_TABLE;
 
 use crate::row::EventRow;
@@ -55,7 +56,7 @@ impl ClickHouseSink {
     }
 
     async fn insert(&self, batch: &[Record]) -> Result<(), SinkError> {
-        let written_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let written_at_ms = now_ms();
         let mut insert = self
             .client
             .insert::<EventRow>(EVENTS_RAW_TABLE)

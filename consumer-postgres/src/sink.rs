@@ -1,9 +1,10 @@
 //! The PostgreSQL [`Sink`]: one transaction per batch, durable before `write` returns.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bxb_consumer::{Record, Sink, SinkError};
+use bxb_event::clock::now_ms;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -261,8 +262,4 @@ impl Sink for PostgresSink {
                 .await
                 .is_ok_and(|r| r.is_ok())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
