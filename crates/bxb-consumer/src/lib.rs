@@ -27,7 +27,6 @@
 //!   reachable) and `/metrics` (`bxb_consumer_*`, see the `metrics` module) are served on the
 //!   listener given to [`run`].
 
-mod backoff;
 mod batch;
 mod config;
 mod context;

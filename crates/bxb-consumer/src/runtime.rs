@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bxb_event::registry::{DecodeError, EventDecoder};
 use bxb_kafka::headers;
+use bxb_retry::Backoff;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -35,7 +36,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::config::Settings;
 use crate::context::{Committer, RuntimeContext, Shared};

@@ -10,12 +10,12 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
 use bxb_event::clock::now_ms;
+use bxb_retry::Backoff;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Pipeline;
-use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::{metrics, RuntimeError, Sink, SinkError};
 
