@@ -5,9 +5,13 @@
 //!   counts them twice: replay is just an offset reset.
 //! - [`produce`]: publish events from JSON lines straight to Kafka through the schema registry,
 //!   the way a direct producer does (an example of docs/producer-contract.md).
+//! - [`migrate`]: apply every store's schema (PostgreSQL migrations, ClickHouse DDL) from
+//!   `bxb-schemas`: the one migration entry point, run as the schema owner before the
+//!   components start.
 //! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
 //!   organization, code and hour — the check to run after an incident.
 
+pub mod migrate;
 pub mod produce;
 pub mod replay;
 pub mod verify;
