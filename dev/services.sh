@@ -116,8 +116,8 @@ start_clickhouse() {
   log "starting clickhouse on $BXB_CLICKHOUSE_URL"
   spawn clickhouse clickhouse-server --config-file="$dir/config.xml"
   wait_ready clickhouse 60 clickhouse_ready
-  curl -fsS --max-time 10 "$BXB_CLICKHOUSE_URL/" \
-    --data-binary "CREATE DATABASE IF NOT EXISTS $BXB_CLICKHOUSE_DATABASE" >/dev/null
+  # The database and its table come from `bxbctl migrate` (./dev/up), or from the consumer
+  # itself, which migrates on start by default.
 }
 
 start_service() {

@@ -5,6 +5,8 @@
 
 #[path = "consumer_clickhouse/harness.rs"]
 mod harness;
+#[path = "consumer_clickhouse/schema.rs"]
+mod schema;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -240,6 +242,8 @@ async fn poison_of_every_kind_goes_to_the_dead_letter_topic_and_the_consumer_car
 async fn two_consumers_in_one_group_split_the_partitions_and_write_everything_once() {
     let pipeline = Pipeline::new().await;
     let args = pipeline.clickhouse_args();
+    // Without `run`, nothing creates the table: connect only checks it.
+    bxb_ctl::migrate::clickhouse(&args).await.expect("bxbctl migrate: ClickHouse");
     let mut instances = Vec::new();
     for _ in 0..2 {
         let seen = Arc::new(Mutex::new(HashSet::new()));

@@ -3,6 +3,8 @@
 //!
 //! Every test has its own database (`support::TestDb`), dropped when it ends.
 
+#[path = "consumer_postgres/schema.rs"]
+mod schema;
 #[path = "consumer_postgres/support.rs"]
 mod support;
 #[path = "consumer_postgres/through_kafka.rs"]
@@ -381,21 +383,4 @@ async fn a_nul_escape_in_properties_is_stored_as_the_replacement_character() {
         .await
         .unwrap();
     assert!(stored);
-}
-
-#[tokio::test]
-async fn migrations_apply_once_and_again_without_change() {
-    bxb_telemetry::init_for_tests();
-    let db = TestDb::create().await;
-    bxb_consumer_postgres::migrate(&db.args()).await.unwrap();
-    bxb_consumer_postgres::migrate(&db.args()).await.unwrap();
-    let pool = db.pool().await;
-    let tables = scalar(
-        &pool,
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('events', 'event_keys', 'billable_metrics')",
-    )
-    .await;
-    assert_eq!(tables, 3);
-    let brin = scalar(&pool, "SELECT count(*) FROM pg_indexes WHERE tablename = 'events' AND indexdef LIKE '%USING brin%'").await;
-    assert_eq!(brin, 1);
 }

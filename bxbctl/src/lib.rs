@@ -6,9 +6,13 @@
 //! - [`produce`]: publish events from JSON lines straight to Kafka through the schema registry,
 //!   the way a direct producer does (an example of docs/producer-contract.md): parsed by the
 //!   gateway's parser (`bxb_event::ingest`) and published by its publisher (`bxb_publish`).
+//! - [`migrate`]: apply every store's schema (PostgreSQL migrations, ClickHouse DDL) from
+//!   `bxb-schemas`: the one migration entry point, run as the schema owner before the
+//!   components start.
 //! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
 //!   organization, code and hour — the check to run after an incident.
 
+pub mod migrate;
 pub mod produce;
 pub mod replay;
 pub mod verify;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use bxb_consumer_clickhouse::ClickHouseArgs;
-use bxb_ctl::produce;
+use bxb_ctl::{migrate, produce};
 use bxb_event::ingest::TimestampWindow;
 use bxb_event::registry::{RegistryArgs, SchemaRegistry};
 use bxb_ctl::replay::{self, Target};
@@ -71,6 +71,15 @@ enum Command {
         producer: ProducerArgs,
         #[command(flatten)]
         registry: RegistryArgs,
+    },
+    /// Apply every schema (PostgreSQL migrations, ClickHouse tables) and exit. Run it as the
+    /// schema owner before the components start; safe to repeat.
+    Migrate {
+        /// PostgreSQL, as the role that owns the schema.
+        #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true)]
+        postgres_url: String,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
     },
     /// Compare PostgreSQL's billable events with ClickHouse per organization, code and hour.
     /// Exits 1 when they differ.
@@ -154,6 +163,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             produce::publish(&kafka.client_config()?, &producer, &registry, &topic, &events).await?;
             println!("produced {} event(s) to {topic}; {} line(s) refused", events.len(), errors.len());
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Migrate { postgres_url, clickhouse } => {
+            let migrated = migrate::run(&postgres_url, &clickhouse).await?;
+            for applied in &migrated.postgres_applied {
+                println!("PostgreSQL: applied {applied}");
+            }
+            for created in &migrated.clickhouse_created {
+                println!("ClickHouse: created {created}");
+            }
+            println!("migrate: every schema is current");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verify { from, to, organization, postgres_url, billable_codes, clickhouse } => {
             let pool = sqlx::PgPool::connect(&postgres_url).await?;

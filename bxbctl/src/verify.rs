@@ -3,14 +3,15 @@
 //! For every organization, code and hour of a time range it compares PostgreSQL's `events`
 //! (the billable subset, one row per identity) with the same subset of ClickHouse's
 //! `events_raw` counted by the billing query (each identity once, its first record). The
-//! billable subset is the one consumer-postgres uses now: `billable_metrics` plus the codes
-//! billable for every organization. A code made billable later shows up as a difference for the
-//! hours before that; verify from the time of the change.
+//! billable subset is decided by consumer-postgres' own rule ([`BillableMetrics`]) as it stands
+//! now: `billable_metrics` plus the codes billable for every organization. A code made billable
+//! later shows up as a difference for the hours before that; verify from the time of the change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::ClickHouseArgs;
+use bxb_consumer_postgres::billable::BillableMetrics;
 use bxb_event::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -66,8 +67,9 @@ pub enum VerifyError {
 
 /// Compares the two stores over `scope`.
 pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifyScope) -> Result<Report, VerifyError> {
-    let billable = billable_pairs(pool).await?;
-    let everyone: HashSet<&str> = scope.billable_codes.iter().map(String::as_str).collect();
+    let metrics = BillableMetrics::new(scope.billable_codes.iter().cloned());
+    metrics.refresh(pool).await?;
+    let billable = metrics.view().expect("loaded just before");
     let postgres = postgres_buckets(pool, scope).await?;
     let usage = billing::usage(
         &clickhouse.client(),
@@ -81,7 +83,7 @@ pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifySc
     .await?;
     let clickhouse: BTreeMap<BucketKey, Bucket> = usage
         .into_iter()
-        .filter(|u| everyone.contains(u.code.as_str()) || billable.contains(&(u.organization_id, u.code.clone())))
+        .filter(|u| billable.is_billable(&u.organization_id, &u.code))
         .map(|u: Usage| {
             let key = (u.organization_id, u.code, u.bucket_start_ms);
             (key, Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: u.decimal_value_sum })
@@ -110,11 +112,6 @@ pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<Bucke
         }
     }
     Report { buckets: keys.len(), differences }
-}
-
-async fn billable_pairs(pool: &PgPool) -> Result<HashSet<(Uuid, String)>, sqlx::Error> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT organization_id, code FROM billable_metrics").fetch_all(pool).await?;
-    Ok(rows.into_iter().collect())
 }
 
 async fn postgres_buckets(pool: &PgPool, scope: &VerifyScope) -> Result<BTreeMap<BucketKey, Bucket>, VerifyError> {

@@ -1,17 +1,40 @@
-//! ClickHouse connection settings.
+//! The settings of consumer-clickhouse: [`Config`], the binary's, made of the consumer runtime's,
+//! ClickHouse's ([`ClickHouseArgs`], also used by `bxbctl`) and telemetry's.
 
 use std::fmt;
 
-/// How to reach ClickHouse and where `events_raw` lives.
+use bxb_consumer::ConsumerArgs;
+use bxb_telemetry::TelemetryArgs;
+
+/// Every setting of the binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "consumer-clickhouse", version, about = "Writes every bxb event from Kafka into ClickHouse.")]
+pub struct Config {
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// The binary's defaults around `consumer` and `clickhouse` (what tests start from).
+    pub fn new(consumer: ConsumerArgs, clickhouse: ClickHouseArgs) -> Self {
+        Self { consumer, clickhouse, telemetry: TelemetryArgs::default() }
+    }
+}
+
 /// The server of the local stack (`./dev/up`): the default of `BXB_CLICKHOUSE_URL`.
 pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
 
+/// How to reach ClickHouse and where `events_raw` lives.
 #[derive(clap::Args, Clone)]
 pub struct ClickHouseArgs {
     /// URL of the ClickHouse HTTP interface, `http://` or `https://` (system CA certificates).
     #[arg(long = "clickhouse-url", env = "BXB_CLICKHOUSE_URL", default_value = DEFAULT_CLICKHOUSE_URL)]
     pub url: String,
-    /// Database of `events_raw`; created at start when missing.
+    /// Database of `events_raw`; created at start when missing and BXB_MIGRATE_ON_START is true.
     #[arg(long = "clickhouse-database", env = "BXB_CLICKHOUSE_DATABASE", default_value = "bxb")]
     pub database: String,
     /// User name; ClickHouse's `default` user when unset.
@@ -31,10 +54,10 @@ impl ClickHouseArgs {
         Self { url: url.into(), database: database.into(), user: None, password: None, write_timeout_ms: 30_000 }
     }
 
-    /// A client of the configured server, not bound to a database. Validation is off because
-    /// ClickHouse 18.16 lacks what the crate's own row check needs; `schema::verify_columns`
-    /// checks the table instead.
-    pub(crate) fn server_client(&self) -> clickhouse::Client {
+    /// A client of the configured server, not bound to a database (what the DDL runs with).
+    /// Validation is off because ClickHouse 18.16 lacks what the crate's own row check needs;
+    /// `schema::verify_columns` checks the table instead.
+    pub fn server_client(&self) -> clickhouse::Client {
         let mut client = clickhouse::Client::default().with_url(&self.url).with_validation(false);
         if let Some(user) = &self.user {
             client = client.with_user(user);
@@ -66,6 +89,15 @@ impl fmt::Debug for ClickHouseArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_flattened_settings_do_not_collide() {
+        Config::command().debug_assert();
+        let config = Config::try_parse_from(["consumer-clickhouse", "--clickhouse-database=analytics", "--batch-max-events=5"]).unwrap();
+        assert_eq!(config.clickhouse.database, "analytics");
+        assert_eq!(config.consumer.batch_max_events, 5);
+    }
 
     #[test]
     fn the_password_is_never_printed() {

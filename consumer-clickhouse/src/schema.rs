@@ -1,31 +1,15 @@
-//! Start-up: create the database and `events_raw` when missing, then check that the table has
-//! exactly the columns the row type writes. The clickhouse crate's own check is off (ClickHouse
-//! 18.16 cannot answer it), and RowBinary carries no names or types, so a mismatch would
-//! otherwise write garbage or fail obscurely in the middle of a batch.
+//! The schema at start: apply the DDL of `schemas/clickhouse/` when the consumer is to
+//! (`BXB_MIGRATE_ON_START`, through `bxb_schemas`, as `bxbctl migrate` does), then check that
+//! `events_raw` has exactly the columns the row type writes. The clickhouse crate's own check is
+//! off (ClickHouse 18.16 cannot answer it), and RowBinary carries no names or types, so a
+//! mismatch would otherwise write garbage or fail obscurely in the middle of a batch.
 
-use bxb_schemas::clickhouse::{EVENTS_RAW_DDL, EVENTS_RAW_TABLE};
+use bxb_schemas::clickhouse::{is_plain_identifier, EVENTS_RAW_TABLE};
 use serde::Deserialize;
 
+use crate::error::SetupError;
 use crate::row::{DEDUP_VERSION_COLUMN, EVENTS_RAW_COLUMNS};
 use crate::ClickHouseArgs;
-
-/// Why ClickHouse cannot take events.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// A setting cannot work; `setting` is the variable to fix.
-    #[error("setting {setting}: {problem}")]
-    Config { setting: &'static str, problem: String },
-    /// ClickHouse could not be reached or refused a start-up statement.
-    #[error("ClickHouse {action}: {source}")]
-    ClickHouse {
-        action: &'static str,
-        #[source]
-        source: clickhouse::error::Error,
-    },
-    /// The table exists with other columns than the consumer writes.
-    #[error("table {database}.{table} does not match the row type: {differences}; migrate it or point BXB_CLICKHOUSE_DATABASE elsewhere")]
-    ColumnsDiffer { database: String, table: &'static str, differences: String },
-}
 
 fn clickhouse_error(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> SetupError {
     move |source| SetupError::ClickHouse { action, source }
@@ -39,37 +23,20 @@ pub struct ServerFeatures {
     pub limits_partitions_per_insert: bool,
 }
 
-/// Creates what is missing, verifies the table and reports the server's features.
-pub async fn prepare(args: &ClickHouseArgs) -> Result<ServerFeatures, SetupError> {
+/// Creates the database and `events_raw` when missing (what `bxbctl migrate` does for ClickHouse).
+pub async fn migrate(args: &ClickHouseArgs) -> Result<(), SetupError> {
+    check_identifier(&args.database)?;
+    for created in bxb_schemas::clickhouse::migrate(&args.server_client(), &args.database).await? {
+        tracing::info!(%created, "created in ClickHouse");
+    }
+    Ok(())
+}
+
+/// Checks the table, changing nothing, and reports the server's features.
+pub async fn check(args: &ClickHouseArgs) -> Result<ServerFeatures, SetupError> {
     check_identifier(&args.database)?;
     let server = args.server_client();
-    let databases: u64 = server
-        .query("SELECT count() FROM system.databases WHERE name = ?")
-        .bind(&args.database)
-        .fetch_one()
-        .await
-        .map_err(clickhouse_error("checking the database"))?;
-    if databases == 0 {
-        server
-            .query_raw(&format!("CREATE DATABASE IF NOT EXISTS `{}`", args.database))
-            .execute()
-            .await
-            .map_err(clickhouse_error("creating the database"))?;
-        tracing::info!(database = %args.database, "created the ClickHouse database");
-    }
-    let client = args.client();
-    let tables: u64 = client
-        .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
-        .bind(&args.database)
-        .bind(EVENTS_RAW_TABLE)
-        .fetch_one()
-        .await
-        .map_err(clickhouse_error("checking the table"))?;
-    if tables == 0 {
-        client.query_raw(EVENTS_RAW_DDL).execute().await.map_err(clickhouse_error("creating the table"))?;
-        tracing::info!(database = %args.database, table = EVENTS_RAW_TABLE, "created the ClickHouse table");
-    }
-    verify_columns(&client, &args.database).await?;
+    verify_columns(&server, &args.database).await?;
     let limit_settings: u64 = server
         .query("SELECT count() FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
         .fetch_one()
@@ -85,7 +52,8 @@ pub(crate) struct Column {
     pub default_kind: String,
 }
 
-/// Compares `system.columns` of the table with [`EVENTS_RAW_COLUMNS`].
+/// Compares `system.columns` of the table with [`EVENTS_RAW_COLUMNS`]; `client` may be bound
+/// to any database (or none).
 pub async fn verify_columns(client: &clickhouse::Client, database: &str) -> Result<(), SetupError> {
     let columns: Vec<Column> = client
         .query("SELECT name, type, default_kind FROM system.columns WHERE database = ? AND table = ?")
@@ -94,6 +62,9 @@ pub async fn verify_columns(client: &clickhouse::Client, database: &str) -> Resu
         .fetch_all()
         .await
         .map_err(clickhouse_error("reading the table's columns"))?;
+    if columns.is_empty() {
+        return Err(SetupError::NotMigrated { database: database.to_owned(), table: EVENTS_RAW_TABLE });
+    }
     match column_differences(&columns) {
         None => Ok(()),
         Some(differences) => Err(SetupError::ColumnsDiffer { database: database.to_owned(), table: EVENTS_RAW_TABLE, differences }),
@@ -129,11 +100,7 @@ pub(crate) fn column_differences(actual: &[Column]) -> Option<String> {
 }
 
 fn check_identifier(database: &str) -> Result<(), SetupError> {
-    let valid = !database.is_empty()
-        && database.len() <= 200
-        && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !database.as_bytes()[0].is_ascii_digit();
-    if valid {
+    if is_plain_identifier(database) {
         Ok(())
     } else {
         Err(SetupError::Config { setting: "BXB_CLICKHOUSE_DATABASE", problem: format!("{database:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)") })
@@ -174,13 +141,5 @@ mod tests {
         assert!(text.contains("dedup_version must be MATERIALIZED"), "{text}");
         assert!(text.contains("unexpected column extra String"), "{text}");
         assert!(!text.contains("filled"), "{text}");
-    }
-
-    #[test]
-    fn the_database_must_be_a_plain_identifier() {
-        assert!(check_identifier("bxb_test_1").is_ok());
-        for bad in ["", "1db", "a-b", "a`b", "a b"] {
-            assert!(check_identifier(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -1,5 +1,7 @@
 //! Which events are billing-critical: those whose code is a billable metric of their
 //! organization (`billable_metrics`), or one of the codes configured as billable for everyone.
+//! This is the only definition of the rule: the sink filters with it, and `bxbctl verify`
+//! selects the same subset of ClickHouse with it.
 //!
 //! The table is small (organizations × metrics) and read on every event, so it is held in memory
 //! as one immutable snapshot, swapped whole on each refresh. Until the first load succeeds the

@@ -1,16 +1,38 @@
-//! The PostgreSQL settings of the consumer: where to write, how, and what to keep.
+//! The settings of consumer-postgres: [`Config`], the binary's, made of the consumer runtime's,
+//! PostgreSQL's ([`PostgresArgs`]: where to write, how, and what to keep) and telemetry's.
 
 use std::time::Duration;
 
+use bxb_consumer::ConsumerArgs;
+use bxb_telemetry::TelemetryArgs;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Settings of the PostgreSQL sink.
+/// Every setting of the binary.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "consumer-postgres", version, about = "Writes the billing-critical subset of bxb events to PostgreSQL.")]
+pub struct Config {
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// The binary's defaults around `consumer` and `postgres` (what tests start from).
+    pub fn new(consumer: ConsumerArgs, postgres: PostgresArgs) -> Self {
+        Self { consumer, postgres, telemetry: TelemetryArgs::default() }
+    }
+}
+
 /// The database of the local stack (`./dev/up`): the default of `BXB_POSTGRES_URL`.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://bxb:bxb@127.0.0.1:15432/bxb";
 
+/// Settings of the PostgreSQL sink.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PostgresArgs {
     /// Connection URL (never printed: it may hold the password).
@@ -88,6 +110,11 @@ impl PostgresArgs {
             .connect_lazy_with(options))
     }
 
+    /// [`Self::pool`], with a bad URL reported as the setting to fix.
+    pub(crate) fn pool_or_config_error(&self) -> Result<PgPool, crate::SetupError> {
+        self.pool().map_err(|e| crate::SetupError::Config { setting: "BXB_POSTGRES_URL", problem: e.to_string() })
+    }
+
     pub(crate) fn partition_interval_ms(&self) -> i64 {
         i64::from(self.partition_interval_days) * DAY_MS
     }
@@ -104,7 +131,17 @@ impl PostgresArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_flattened_settings_do_not_collide() {
+        // Flattened argument groups (runtime, Kafka, registry, PostgreSQL, telemetry) must not
+        // reuse an argument id.
+        Config::command().debug_assert();
+        let config = Config::try_parse_from(["consumer-postgres", "--retention-days=9", "--batch-max-events=5"]).unwrap();
+        assert_eq!(config.postgres.retention_days, 9);
+        assert_eq!(config.consumer.batch_max_events, 5);
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -1,36 +1,37 @@
-//! Sorting PostgreSQL failures into the runtime's two kinds: retry (the same batch will succeed
-//! later) and fatal (an operator has to act; stop without committing).
+//! Why consumer-postgres stops, and how a failed write is sorted (STYLE rule 5): *retry* (the
+//! same batch will succeed later: back off, write it again) or *fatal* (an operator has to act:
+//! stop without committing). *Poison* is decided before the sink: records that cannot be
+//! decoded or break the field rules are dead-lettered by the runtime, and what PostgreSQL cannot
+//! store as it is (a NUL in `properties`) is made storable rather than refused.
 
-use bxb_consumer::SinkError;
+use bxb_consumer::{RuntimeError, SinkError};
 
-/// What went wrong in the PostgreSQL sink outside a batch write (start-up, maintenance).
+/// Why [`crate::run`] stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum PostgresError {
+pub enum Error {
+    /// PostgreSQL could not be prepared at start (connection, schema, billable metrics).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The runtime stopped on a fatal error (including a fatal write).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Why PostgreSQL cannot take events.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
     /// The connection URL or another setting cannot work.
     #[error("PostgreSQL setting {setting}: {problem}")]
     Config { setting: &'static str, problem: String },
-    /// Applying the migrations of `schemas/postgres/migrations` failed.
+    /// Applying the migrations at start (`BXB_MIGRATE_ON_START`) failed.
     #[error("PostgreSQL migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A query failed.
+    /// The schema is not the one this build writes, and the consumer was not to migrate it.
+    #[error("{0} (or start with BXB_MIGRATE_ON_START=true)")]
+    NotMigrated(#[from] bxb_schemas::postgres::CheckError),
+    /// A start-up query failed (loading the billable metrics, creating partitions).
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
-}
-
-impl PostgresError {
-    /// Whether trying again later can help.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Config { .. } => false,
-            Self::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient(e),
-            Self::Migrate(_) => false,
-            Self::Database(e) => is_transient(e),
-        }
-    }
-
-    pub fn into_sink_error(self) -> SinkError {
-        if self.is_transient() { SinkError::Retry(self.to_string()) } else { SinkError::Fatal(self.to_string()) }
-    }
 }
 
 /// The SQLSTATE of "no partition of relation ... found for row": the partition was dropped (or
@@ -84,8 +85,9 @@ pub(crate) fn sqlstate_is_transient(code: &str) -> bool {
     }
 }
 
-pub(crate) fn sink_error(context: &str, error: sqlx::Error) -> SinkError {
-    let message = format!("{context}: {error}");
+/// Sorts a failed write into retry or fatal (see [`is_transient`]); `action` says what failed.
+pub(crate) fn classify(action: &str, error: sqlx::Error) -> SinkError {
+    let message = format!("{action}: {error}");
     if is_transient(&error) { SinkError::Retry(message) } else { SinkError::Fatal(message) }
 }
 

@@ -13,77 +13,61 @@
 //!                                         ◀── Ok only after COMMIT: then the runtime commits offsets
 //! ```
 //!
-//! - [`PostgresArgs`]: the settings (`BXB_POSTGRES_*`, `BXB_BILLABLE_*`, `BXB_RETENTION_DAYS`).
-//! - [`PostgresSink`]: the [`bxb_consumer::Sink`] that writes a batch; its background task
-//!   refreshes the billable metrics and creates and drops partitions.
-//! - [`billable`], [`partitions`], [`select`]: what is written and where.
-//! - [`copy_binary`]: the binary `COPY` encoder (numeric, timestamptz, jsonb, ...).
-//! - [`run`]: the whole consumer, as `main` and the tests start it; [`migrate`]: the schema
-//!   migrations alone, as `consumer-postgres migrate` (a Kubernetes Job) runs them.
+//! The same files as consumer-clickhouse:
+//!
+//! - [`config`]: [`Config`], the binary's settings, and [`PostgresArgs`] (`BXB_POSTGRES_*`,
+//!   `BXB_BILLABLE_*`, `BXB_RETENTION_DAYS`).
+//! - [`error`]: [`Error`] (why [`run`] stopped), [`SetupError`] (why PostgreSQL could not be
+//!   prepared) and the sorting of a failed write into retry or fatal.
+//! - [`schema`]: at start, [`schema::migrate`] applies `schemas/postgres/migrations` when
+//!   `BXB_MIGRATE_ON_START` is true; otherwise [`schema::check`] only checks that they are
+//!   applied (`bxbctl migrate`, run as the schema owner, applies them).
+//! - [`PostgresSink`] (`sink`): the [`bxb_consumer::Sink`] that writes a batch; its background
+//!   task refreshes the billable metrics and creates and drops partitions.
+//! - [`run`]: the whole consumer, as `main` and the tests start it.
+//!
+//! And its own: [`billable`] (the one definition of what is billable, also used by
+//! `bxbctl verify`), [`partitions`], [`select`] (what is written and where), [`rows`] and
+//! [`copy_binary`] (the binary `COPY` encoder: numeric, timestamptz, jsonb, ...).
 //!
 //! The tables are defined by `schemas/postgres/migrations`; the PostgreSQL settings this workload
 //! needs are in `docs/operations-postgres.md`.
 
 pub mod billable;
-mod config;
+pub mod config;
 pub mod copy_binary;
-mod error;
+pub mod error;
 pub mod partitions;
 pub mod rows;
+pub mod schema;
 pub mod select;
 mod sink;
 
-pub use config::{PostgresArgs, DEFAULT_POSTGRES_URL};
-pub use error::{is_transient, PostgresError};
+pub use config::{Config, PostgresArgs, DEFAULT_POSTGRES_URL};
+pub use error::{Error, SetupError};
 pub use sink::{PostgresSink, WriteSummary};
 
-use bxb_consumer::{ConsumerArgs, RuntimeError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The consumer group unless `BXB_CONSUMER_GROUP` says otherwise.
-pub const DEFAULT_CONSUMER_GROUP: &str = "bxb-postgres";
+pub const DEFAULT_GROUP: &str = "bxb-postgres";
 
-/// Everything consumer-postgres is configured with.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    #[command(flatten)]
-    pub consumer: ConsumerArgs,
-    #[command(flatten)]
-    pub postgres: PostgresArgs,
-}
-
-/// Why [`run`] stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// PostgreSQL could not be prepared at start (connection, migrations, billable metrics).
-    #[error(transparent)]
-    Postgres(#[from] PostgresError),
-    /// The consumer runtime stopped with an error (including a fatal write failure).
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-}
-
-/// Prepares PostgreSQL (migrations, billable metrics, partitions ahead), then consumes until
-/// `shutdown`, serving `/healthz`, `/readyz` and `/metrics` on `listener`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
-    // Install the recorder before the first measurement (the billable-metrics gauge at start).
-    let _ = bxb_telemetry::metrics::prometheus();
-    let sink = PostgresSink::start(config.postgres).await?;
+/// Prepares PostgreSQL (the schema, see [`schema`]; billable metrics; partitions ahead), then
+/// consumes until `shutdown`, serving `/healthz`, `/readyz` and `/metrics` on `listener` (see
+/// [`bxb_consumer::run`]).
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    let consumer = config.consumer.with_default_group(DEFAULT_GROUP);
+    consumer.check()?;
+    if consumer.migrate_on_start {
+        schema::migrate(&config.postgres).await?;
+    }
+    let sink = PostgresSink::connect(config.postgres).await?;
+    tracing::info!("PostgreSQL ready");
     let background_stop = shutdown.child_token();
     let background = sink.spawn_background(background_stop.clone());
-    let consumer = config.consumer.with_default_group(DEFAULT_CONSUMER_GROUP);
     let result = bxb_consumer::run(consumer, listener, sink, shutdown).await;
     background_stop.cancel();
     let _ = background.await;
-    result.map_err(RunError::from)
-}
-
-/// Applies the migrations of `schemas/postgres/migrations` (sqlx serialises concurrent runs with
-/// an advisory lock) and returns.
-pub async fn migrate(args: &PostgresArgs) -> Result<(), PostgresError> {
-    let pool = args.pool().map_err(|e| PostgresError::Config { setting: "BXB_POSTGRES_URL", problem: e.to_string() })?;
-    bxb_schemas::POSTGRES_MIGRATOR.run(&pool).await?;
-    pool.close().await;
-    Ok(())
+    result.map_err(Error::from)
 }

@@ -1,67 +1,13 @@
 use anyhow::Context;
-use bxb_consumer_postgres::{migrate, run, Config};
-use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-/// Writes the billing-critical subset of bxb events to PostgreSQL.
-#[derive(Parser)]
-#[command(name = "consumer-postgres", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    config: Config,
-    #[command(flatten)]
-    telemetry: bxb_telemetry::TelemetryArgs,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Apply the PostgreSQL migrations and exit (for a deployment Job).
-    Migrate,
-}
+use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let _telemetry = bxb_telemetry::init("consumer-postgres", &cli.telemetry)?;
-    if let Some(Command::Migrate) = cli.command {
-        migrate(&cli.config.postgres).await?;
-        tracing::info!("migrations applied");
-        return Ok(());
-    }
-    let listener = TcpListener::bind(&cli.config.consumer.listen_addr)
+    let config = bxb_consumer_postgres::Config::parse();
+    let _telemetry = bxb_telemetry::init("consumer-postgres", &config.telemetry)?;
+    let listener = tokio::net::TcpListener::bind(&config.consumer.listen_addr)
         .await
-        .with_context(|| format!("binding BXB_LISTEN_ADDR {}", cli.config.consumer.listen_addr))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    run(cli.config, listener, shutdown).await?;
+        .with_context(|| format!("binding BXB_LISTEN_ADDR {}", config.consumer.listen_addr))?;
+    bxb_consumer_postgres::run(config, listener, bxb_telemetry::shutdown::on_signal()).await?;
     Ok(())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down: finishing the current batch");
-    shutdown.cancel();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_line_is_consistent() {
-        // Flattened argument groups (runtime, Kafka, registry, PostgreSQL, telemetry) must not
-        // reuse an argument id.
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["consumer-postgres", "migrate"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Migrate)));
-    }
 }

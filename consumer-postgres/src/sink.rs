@@ -1,20 +1,21 @@
 //! The PostgreSQL [`Sink`]: one transaction per batch, durable before `write` returns.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bxb_consumer::{Record, Sink, SinkError};
+use bxb_event::clock::now_ms;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::billable::BillableMetrics;
-use crate::error::{sink_error, sqlstate, PostgresError, NO_PARTITION_FOR_ROW, UNIQUE_VIOLATION};
+use crate::error::{classify, sqlstate, SetupError, NO_PARTITION_FOR_ROW, UNIQUE_VIOLATION};
 use crate::partitions::Partitions;
 use crate::rows::{self, COPY_EVENTS, COPY_KEYS};
 use crate::select::{select, Skip};
-use crate::PostgresArgs;
+use crate::{schema, PostgresArgs};
 
 /// Identity is exact at write time through `event_keys`, a plain (non-partitioned) table whose
 /// primary key is (organization_id, transaction_id). `events` cannot carry that key itself:
@@ -78,11 +79,12 @@ pub struct WriteSummary {
 }
 
 impl PostgresSink {
-    /// Connects, applies the migrations, loads the billable metrics and creates the partitions
+    /// Connects, checks that the schema is current (see [`schema::check`]; [`schema::migrate`]
+    /// or `bxbctl migrate` applies it), loads the billable metrics and creates the partitions
     /// ahead. Fails when any of it fails: the caller decides whether to retry.
-    pub async fn start(args: PostgresArgs) -> Result<Self, PostgresError> {
-        let pool = args.pool().map_err(|e| PostgresError::Config { setting: "BXB_POSTGRES_URL", problem: e.to_string() })?;
-        bxb_schemas::POSTGRES_MIGRATOR.run(&pool).await?;
+    pub async fn connect(args: PostgresArgs) -> Result<Self, SetupError> {
+        let pool = args.pool_or_config_error()?;
+        schema::check(&pool).await?;
         let billable = Arc::new(BillableMetrics::new(args.billable_codes.clone()));
         billable.refresh(&pool).await?;
         let partitions = Partitions::new(&args);
@@ -105,7 +107,7 @@ impl PostgresSink {
 
     /// One maintenance pass at `now_ms`: partitions ahead, then retention. Returns the partitions
     /// created and dropped.
-    pub async fn maintain(&self, now_ms: i64) -> Result<(Vec<String>, Vec<String>), PostgresError> {
+    pub async fn maintain(&self, now_ms: i64) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
         let created = self.inner.partitions.create_ahead(&self.inner.pool, now_ms).await?;
         let dropped = self.inner.partitions.drop_expired(&self.inner.pool, now_ms).await?;
         Ok((created, dropped))
@@ -147,7 +149,7 @@ impl PostgresSink {
             Some(view) => view,
             None => {
                 // Not knowing what is billable must never mean skipping: load it or retry.
-                inner.billable.refresh(&inner.pool).await.map_err(|e| sink_error("loading billable metrics", e))?;
+                inner.billable.refresh(&inner.pool).await.map_err(|e| classify("loading billable metrics", e))?;
                 inner.billable.view().expect("just loaded")
             }
         };
@@ -178,7 +180,7 @@ impl PostgresSink {
             .partitions
             .ensure_covering(&inner.pool, &keys.timestamps_ms)
             .await
-            .map_err(|e| sink_error("creating partitions", e))?;
+            .map_err(|e| classify("creating partitions", e))?;
 
         let result = async {
             let mut tx = inner.pool.begin().await?;
@@ -217,7 +219,7 @@ impl PostgresSink {
                 // Dropped by another consumer's retention after we looked: look again next time.
                 inner.partitions.forget();
             }
-            sink_error("writing batch", e)
+            classify("writing batch", e)
         })
     }
 }
@@ -261,8 +263,4 @@ impl Sink for PostgresSink {
                 .await
                 .is_ok_and(|r| r.is_ok())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::file;
@@ -76,32 +75,6 @@ pub fn run_api_key_command(command: ApiKeyCommand, out: &mut impl Write) -> anyh
         }
     }
     Ok(())
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-pub fn cancel_on_signals(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
-            () = terminate => tracing::info!("SIGTERM received; shutting down"),
-        }
-        shutdown.cancel();
-    });
 }
 
 #[cfg(test)]

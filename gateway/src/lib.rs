@@ -48,7 +48,6 @@ const RATE_LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// the producer (at most `BXB_SHUTDOWN_FLUSH_TIMEOUT_MS`).
 pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
-    bxb_telemetry::metrics::prometheus();
     let readiness = Readiness::default();
     let kafka_ready = readiness.check("kafka");
     let schema_ready = readiness.check("schema");

@@ -1,7 +1,6 @@
 //! `gateway`: serves the ingestion API, or manages the API key file (`gateway api-key ...`).
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use bxb_gateway::cli::{self, Cli, Command};
 
@@ -14,9 +13,7 @@ async fn main() -> anyhow::Result<()> {
             let config = cli.serve;
             let _telemetry = bxb_telemetry::init("bxb-gateway", &config.telemetry)?;
             let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-            let shutdown = CancellationToken::new();
-            cli::cancel_on_signals(shutdown.clone());
-            bxb_gateway::run(config, listener, shutdown).await
+            bxb_gateway::run(config, listener, bxb_telemetry::shutdown::on_signal()).await
         }
     }
 }

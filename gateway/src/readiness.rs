@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bxb_event::registry::{value_subject, EventEncoder, RegistryError, SchemaRegistry};
+use bxb_retry::Backoff;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ pub async fn register_schema(
     shutdown: CancellationToken,
 ) {
     let subject = value_subject(&topic);
-    let mut backoff = REGISTRATION_BACKOFF_MIN;
+    let mut backoff = Backoff::new(REGISTRATION_BACKOFF_MIN, REGISTRATION_BACKOFF_MAX);
     loop {
         match registry.register_event_schema(&subject).await {
             Ok(schema_id) => {
@@ -38,9 +39,8 @@ pub async fn register_schema(
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.next()) => {}
         }
-        backoff = (backoff * 2).min(REGISTRATION_BACKOFF_MAX);
     }
 }
 

@@ -1,5 +1,7 @@
 //! A PostgreSQL database and a ClickHouse database of its own for one test, dropped when the
 //! test ends, pass or fail, so migrations, partitions and tables never meet another test's.
+//! Their schemas are applied by `bxbctl migrate`'s own code (`bxb_ctl::migrate`), the one
+//! entry point a deployment runs too.
 
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -22,7 +24,15 @@ pub struct TestPostgres {
 }
 
 impl TestPostgres {
+    /// A new database with every migration applied.
     pub async fn create() -> Self {
+        let db = Self::create_empty().await;
+        bxb_ctl::migrate::postgres(&db.url).await.expect("bxbctl migrate: PostgreSQL");
+        db
+    }
+
+    /// A new database without any table (what a deployment has before `bxbctl migrate`).
+    pub async fn create_empty() -> Self {
         let name = unique("bxb_pg");
         let mut admin = PgConnection::connect(&postgres_url()).await.expect("connect to the shared database");
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
@@ -52,9 +62,22 @@ pub struct TestClickHouse {
 }
 
 impl TestClickHouse {
-    /// A name for the database; consumer-clickhouse creates it at start.
+    /// A name for the database, which does not exist yet (consumer-clickhouse creates it at
+    /// start when it migrates on start).
     pub fn new() -> Self {
         Self { database: unique("bxb_ch") }
+    }
+
+    /// A new database with `events_raw`, created by `bxbctl migrate`'s code.
+    pub async fn create() -> Self {
+        let db = Self::new();
+        bxb_ctl::migrate::clickhouse(&db.args()).await.expect("bxbctl migrate: ClickHouse");
+        db
+    }
+
+    /// The consumer's settings for this database.
+    pub fn args(&self) -> bxb_consumer_clickhouse::ClickHouseArgs {
+        bxb_consumer_clickhouse::ClickHouseArgs::new(clickhouse_url(), &self.database)
     }
 
     pub fn client(&self) -> clickhouse::Client {

@@ -58,7 +58,7 @@ impl Pipeline {
         consumer.batch_max_wait_ms = 200;
         consumer.statistics_interval_ms = 1_000;
         consumer.sink_ready_interval_ms = 200;
-        Config { consumer, clickhouse: self.clickhouse_args(), telemetry: Default::default() }
+        Config::new(consumer, self.clickhouse_args())
     }
 
     /// Starts consumer-clickhouse in this process, as the binary does.

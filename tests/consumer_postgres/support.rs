@@ -32,11 +32,18 @@ impl TestDb {
         PostgresArgs::with_url(&self.url)
     }
 
-    /// A started sink on this database: migrations applied, billable metrics loaded.
+    /// A database of its own without any table, for tests of the migrations themselves.
+    pub async fn create_empty() -> Self {
+        let db = TestPostgres::create_empty().await;
+        Self { url: db.url.clone(), db }
+    }
+
+    /// A started sink on this database (migrated by [`TestPostgres::create`]): billable
+    /// metrics loaded, partitions created ahead.
     pub async fn sink(&self, configure: impl FnOnce(&mut PostgresArgs)) -> PostgresSink {
         let mut args = self.args();
         configure(&mut args);
-        PostgresSink::start(args).await.expect("sink starts")
+        PostgresSink::connect(args).await.expect("sink starts")
     }
 }
 

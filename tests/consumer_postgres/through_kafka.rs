@@ -43,7 +43,7 @@ impl Stack {
     fn config(&self, group: &str) -> Config {
         let mut postgres = self.db.args();
         postgres.billable_refresh_ms = 200;
-        Config { consumer: self.consumer_args(group), postgres }
+        Config::new(self.consumer_args(group), postgres)
     }
 
     /// Runs consumer-postgres in `group` until every record of the topic is committed.
@@ -90,7 +90,6 @@ async fn billable_events_through_kafka_land_once_and_skipped_ones_are_committed(
     bxb_telemetry::init_for_tests();
     let stack = Stack::new().await;
     let pool = stack.db.pool().await;
-    bxb_consumer_postgres::migrate(&stack.db.args()).await.unwrap();
     let orgs: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     for org in &orgs {
         make_billable(&pool, *org, "api_calls").await;
@@ -227,7 +226,6 @@ async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each()
     bxb_telemetry::init_for_tests();
     let stack = Stack::new().await;
     let pool = stack.db.pool().await;
-    bxb_consumer_postgres::migrate(&stack.db.args()).await.unwrap();
     // One organization: its records share one Kafka partition, so offsets follow publish order
     // from 0.
     let org = Uuid::new_v4();

@@ -16,7 +16,7 @@ pub const APPS: [&str; 3] = [BASE, DEV, PROD];
 pub const REPLAYS: [(&str, &str); 3] =
     [("k8s/replay", BASE), ("k8s/overlays/dev/replay", DEV), ("k8s/overlays/prod/replay", PROD)];
 /// Secrets created out of band (never rendered for prod), documented in the manifests.
-pub const OUT_OF_BAND_SECRETS: [&str; 2] = ["bxb-credentials", "bxb-kafka-admin"];
+pub const OUT_OF_BAND_SECRETS: [&str; 3] = ["bxb-credentials", "bxb-kafka-admin", "bxb-schema-owner"];
 
 pub fn name(object: &Value) -> &str {
     str_at(object, &["metadata", "name"]).expect("every object has a name")

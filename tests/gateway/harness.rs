@@ -278,7 +278,7 @@ impl KeyDatabase {
         let db = Self { url: format!("{server}/{name}"), name };
         // Only this suite's migration: the table the gateway reads, as production creates it.
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect to the test database");
-        sqlx::raw_sql(include_str!("../../schemas/postgres/migrations/20261123000100_api_keys.sql"))
+        sqlx::raw_sql(include_str!("../../schemas/postgres/migrations/20261123000100_gateway_api_keys.sql"))
             .execute(&mut conn)
             .await
             .expect("apply the api_keys migration");

@@ -36,7 +36,7 @@ pub struct Stack {
 pub struct Consumers {
     shutdown: CancellationToken,
     clickhouse: JoinHandle<Result<(), bxb_consumer_clickhouse::Error>>,
-    postgres: JoinHandle<Result<(), bxb_consumer_postgres::RunError>>,
+    postgres: JoinHandle<Result<(), bxb_consumer_postgres::Error>>,
 }
 
 impl Consumers {
@@ -90,15 +90,8 @@ impl Stack {
 
     pub async fn start_consumers(&self) -> Consumers {
         let shutdown = CancellationToken::new();
-        let clickhouse = bxb_consumer_clickhouse::Config {
-            consumer: self.consumer_args(&self.clickhouse_group),
-            clickhouse: self.clickhouse_args(),
-            telemetry: Default::default(),
-        };
-        let postgres = bxb_consumer_postgres::Config {
-            consumer: self.consumer_args(&self.postgres_group),
-            postgres: self.postgres_args(),
-        };
+        let clickhouse = bxb_consumer_clickhouse::Config::new(self.consumer_args(&self.clickhouse_group), self.clickhouse_args());
+        let postgres = bxb_consumer_postgres::Config::new(self.consumer_args(&self.postgres_group), self.postgres_args());
         let ch_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pg_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Consumers {

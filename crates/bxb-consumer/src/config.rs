@@ -55,6 +55,12 @@ pub struct ConsumerArgs {
     /// How often `/readyz` asks the sink whether its store is reachable.
     #[arg(long = "sink-ready-interval-ms", env = "BXB_SINK_READY_INTERVAL_MS", default_value_t = DEFAULT_SINK_READY_INTERVAL_MS)]
     pub sink_ready_interval_ms: u64,
+    /// Apply the store's schema at start, as `bxbctl migrate` does (the local stack and the
+    /// tests rely on it). `false` where the consumer's database user may not change the schema
+    /// (production): it then only checks that the schema is current, and stops naming
+    /// `bxbctl migrate` if it is not.
+    #[arg(long = "migrate-on-start", env = "BXB_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub migrate_on_start: bool,
     /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `0.0.0.0:9091` in a container.
     #[arg(long = "listen-addr", env = "BXB_LISTEN_ADDR", default_value = "127.0.0.1:9091")]
     pub listen_addr: String,
@@ -78,6 +84,7 @@ impl ConsumerArgs {
             statistics_interval_ms: DEFAULT_STATISTICS_INTERVAL_MS,
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             sink_ready_interval_ms: DEFAULT_SINK_READY_INTERVAL_MS,
+            migrate_on_start: true,
             listen_addr: "127.0.0.1:9091".to_owned(),
             kafka,
             registry,
@@ -226,5 +233,15 @@ mod tests {
         assert_eq!(settings.group_id, "g");
         assert_eq!(settings.batch_max_events, 5);
         assert_eq!(settings.session_timeout_ms, DEFAULT_SESSION_TIMEOUT_MS);
+        assert!(cli.consumer.migrate_on_start, "the local stack and the tests rely on migrating at start");
+    }
+
+    #[test]
+    fn migrating_at_start_can_be_turned_off() {
+        for (value, expected) in [("false", false), ("0", false), ("no", false), ("true", true)] {
+            let cli = Cli::try_parse_from(["x", &format!("--migrate-on-start={value}")]).unwrap();
+            assert_eq!(cli.consumer.migrate_on_start, expected, "{value}");
+        }
+        assert!(Cli::try_parse_from(["x", "--migrate-on-start=perhaps"]).is_err());
     }
 }

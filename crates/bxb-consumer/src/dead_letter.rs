@@ -2,8 +2,7 @@
 //! headers saying why and where from. The runtime commits a poison record's offset only after
 //! the broker acknowledged its dead letter.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use bxb_event::clock::now_ms;
 use bxb_event::registry::PoisonReason;
 use bxb_kafka::headers;
 use futures::future::join_all;
@@ -147,10 +146,6 @@ fn classify(topic: &str, error: KafkaError) -> SinkError {
         ) => SinkError::Fatal(format!("producing to {topic}: {error}")),
         _ => SinkError::Retry(format!("producing to {topic}: {error}")),
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -26,9 +26,14 @@
 //!   the record is written; `/healthz`, `/readyz` (Kafka topics found and subscribed, sink
 //!   reachable) and `/metrics` (`bxb_consumer_*`, see the `metrics` module) are served on the
 //!   listener given to [`run`].
+//!
+//! Where each part lives: `runtime` (the loop; `runtime/start`, `runtime/write_batch`), `batch`,
+//! `offsets` (which offset each partition may commit), `commit` (committing them), `rebalance`
+//! (the librdkafka rebalance callbacks), `context` (what the loop and the callbacks share, and
+//! the lag statistics), `dead_letter`, `memory`, `metrics`, `config`, `error`, `sink`.
 
-mod backoff;
 mod batch;
+mod commit;
 mod config;
 mod context;
 mod dead_letter;
@@ -36,6 +41,7 @@ mod error;
 mod memory;
 mod metrics;
 mod offsets;
+mod rebalance;
 mod runtime;
 mod sink;
 
@@ -66,6 +72,7 @@ pub async fn run<S: Sink>(
 ) -> Result<(), RuntimeError> {
     let settings = args.validate()?;
     let decoder = SchemaRegistry::new(&args.registry)?.decoder();
+    bxb_telemetry::metrics::install();
     metrics::describe();
     memory::return_large_buffers_to_the_system();
 

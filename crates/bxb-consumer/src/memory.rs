@@ -60,7 +60,7 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// records one end-to-end latency per event: without this, a 1M-event drain that nobody
 /// scrapes holds about 24 MiB of samples.
 pub(crate) async fn upkeep_metrics(stop: CancellationToken) {
-    let handle = bxb_telemetry::metrics::prometheus();
+    let handle = bxb_telemetry::metrics::install();
     let mut ticker = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

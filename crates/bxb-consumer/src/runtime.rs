@@ -1,4 +1,6 @@
-//! The consume → batch → write → commit loop.
+//! The consume → batch → write → commit loop, and decoding each record into the batch
+//! (`accept`). Getting to the loop — settings, topics, subscription — is in `start`; writing one
+//! batch and settling its offsets in `write_batch`.
 //!
 //! Why a [`StreamConsumer`] polled from one task: librdkafka runs rebalance callbacks inside the
 //! poll, and only this loop polls. So a revocation can only happen at the points where the loop
@@ -27,27 +29,26 @@ use std::time::Duration;
 
 use bxb_event::registry::{DecodeError, EventDecoder};
 use bxb_kafka::headers;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use bxb_retry::Backoff;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::ClientConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::batch::Batch;
 use crate::config::Settings;
-use crate::context::{Committer, RuntimeContext, Shared};
+use crate::commit::Committer;
+use crate::context::{RuntimeContext, Shared};
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
-use crate::{metrics, Record, RuntimeError, Sink};
+use crate::{Record, RuntimeError, Sink};
 
-mod write;
+mod start;
+mod write_batch;
 
-use write::InFlightWrite;
+use write_batch::InFlightWrite;
 
-/// How long one metadata request at start may take.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often commits the broker refused (typically during a rebalance) are repeated when no
 /// new batch brings a commit of its own.
 const COMMIT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,30 +67,6 @@ pub(crate) struct Pipeline<S: Sink> {
 }
 
 impl<S: Sink> Pipeline<S> {
-    /// Creates the consumer and the dead-letter producer, checks that both topics exist and
-    /// subscribes. Returns `None` if `shutdown` came first.
-    pub async fn start(
-        settings: Settings,
-        decoder: EventDecoder,
-        sink: Arc<S>,
-        sink_ready: Arc<AtomicBool>,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Self>, RuntimeError> {
-        let topics = [settings.topic.clone(), settings.dlq_topic.clone()];
-        if !wait_for_topics(&settings, &topics, shutdown).await? {
-            return Ok(None);
-        }
-        let shared = Arc::new(Shared::new(settings.topic.clone(), sink.name()));
-        let consumer: StreamConsumer<RuntimeContext> =
-            consumer_config(&settings).create_with_context(RuntimeContext { shared: shared.clone() })?;
-        let dead_letters = DeadLetterProducer::new(&settings.kafka, &settings.dlq_topic, &settings.group_id)?;
-        consumer.subscribe(&[&settings.topic])?;
-        tracing::info!(topic = %settings.topic, group = %settings.group_id, sink = sink.name(), "consuming");
-        let (consumer, committer) = (Arc::new(consumer), Default::default());
-        let consumed = ::metrics::counter!(metrics::CONSUMED, "sink" => sink.name());
-        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready, consumed }))
-    }
-
     /// Consumes until `shutdown` or a fatal error, then commits what is written (and nothing
     /// else) synchronously.
     pub async fn run(self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
@@ -225,24 +202,6 @@ impl<S: Sink> Pipeline<S> {
     }
 }
 
-fn consumer_config(settings: &Settings) -> ClientConfig {
-    let mut config = settings.kafka.clone();
-    config
-        .set("group.id", &settings.group_id)
-        // Offsets move only through the runtime's explicit commits.
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Incremental rebalances revoke only the partitions that move, so the other
-        // partitions' in-flight batches survive a member joining or leaving.
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("statistics.interval.ms", settings.statistics_interval_ms.to_string())
-        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
-        .set("enable.partition.eof", "false");
-    crate::memory::bound_prefetch(&mut config);
-    config
-}
-
 /// The span of one record, continuing the trace of its producer; it ends when the record is
 /// written. Records without trace context get no span, so untraced traffic costs nothing.
 fn record_span(message: &BorrowedMessage<'_>) -> tracing::Span {
@@ -254,41 +213,4 @@ fn record_span(message: &BorrowedMessage<'_>) -> tracing::Span {
     let pairs = record_headers.iter().filter_map(|h| Some((h.key, h.value?)));
     bxb_telemetry::trace_context::set_parent_from(&span, pairs);
     span
-}
-
-/// Checks that every topic exists, retrying while the brokers cannot be reached. Returns false
-/// if `shutdown` came first.
-async fn wait_for_topics(settings: &Settings, topics: &[String], shutdown: &CancellationToken) -> Result<bool, RuntimeError> {
-    let mut backoff = Backoff::new(settings.retry_initial_backoff, settings.retry_max_backoff);
-    loop {
-        let config = settings.kafka.clone();
-        let names = topics.to_vec();
-        let checked = tokio::task::spawn_blocking(move || missing_topic(&config, &names))
-            .await
-            .unwrap_or_else(|e| Err(KafkaError::Canceled).inspect_err(|_| tracing::error!(%e, "metadata task failed")));
-        match checked {
-            Ok(None) => return Ok(true),
-            Ok(Some(missing)) => return Err(RuntimeError::MissingTopic(missing)),
-            Err(error) => {
-                let pause = backoff.next();
-                tracing::warn!(%error, ?pause, "cannot read topic metadata; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(false),
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
-    }
-}
-
-fn missing_topic(config: &ClientConfig, topics: &[String]) -> KafkaResult<Option<String>> {
-    let client: BaseConsumer = config.create()?;
-    for topic in topics {
-        let metadata = client.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-        let found = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !found {
-            return Ok(Some(topic.clone()));
-        }
-    }
-    Ok(None)
 }

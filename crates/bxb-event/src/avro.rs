@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::validate::FieldError;
 use crate::{Decimal, Event};
 
-/// The schema text, compiled in from `schemas/avro/event.avsc`.
-pub const EVENT_SCHEMA_JSON: &str = include_str!("../../../schemas/avro/event.avsc");
+/// The schema text, `schemas/avro/event.avsc` as `bxb-schemas` compiles it in.
+pub const EVENT_SCHEMA_JSON: &str = bxb_schemas::avro::EVENT_SCHEMA_JSON;
 
 /// The parsed event schema: what the gateway writes and what the consumers read with (any
 /// BACKWARD-compatible writer version resolves to it).

@@ -38,7 +38,7 @@ impl Readiness {
 
 /// The router of the three operational endpoints; merge it into a service's router.
 pub fn router(readiness: Readiness) -> Router {
-    let prometheus = crate::metrics::prometheus();
+    let prometheus = crate::metrics::install();
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz).with_state(readiness))

@@ -1,15 +1,20 @@
-//! Telemetry shared by the gateway, both consumers and `bxbctl`.
+//! What every binary of the pipeline (gateway, both consumers, `bxbctl`) sets up around its
+//! library's `run`: telemetry, and the signal it stops on.
 //!
-//! - [`init`] installs the `tracing` subscriber: JSON (or text) logs to stderr, and an
-//!   OpenTelemetry layer whose spans are exported over OTLP when an endpoint is configured.
+//! - [`init`] installs the `tracing` subscriber — JSON (or text) logs to stderr, and an
+//!   OpenTelemetry layer whose spans are exported over OTLP when an endpoint is configured —
+//!   and the Prometheus recorder.
 //!   The layer is installed even without an exporter so that W3C trace context still flows
 //!   from the gateway's HTTP request, through Kafka headers, into the consumers' write spans.
 //! - [`trace_context`] turns the current span into `traceparent` headers and back.
-//! - [`metrics`] installs one Prometheus recorder per process behind the `metrics` facade.
+//! - [`metrics`]: one Prometheus recorder per process behind the `metrics` facade.
 //! - [`health`] is the `/healthz`, `/readyz` and `/metrics` router every binary serves.
+//! - [`shutdown`] is the signal every binary stops on (SIGTERM or Ctrl-C), as a cancellation
+//!   token for the library's `run`.
 
 pub mod health;
 pub mod metrics;
+pub mod shutdown;
 pub mod trace_context;
 
 use std::sync::OnceLock;
@@ -69,9 +74,12 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs logging and tracing for `service`. A second call in the same process (tests start
-/// several servers) keeps the first subscriber and returns a guard that does nothing.
+/// Installs logging, tracing and the metrics recorder for `service`. A second call in the same
+/// process (tests start several servers) keeps the first subscriber and returns a guard that
+/// does nothing.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
+    // First, so that nothing measured while starting up is lost.
+    metrics::install();
     static INSTALLED: OnceLock<()> = OnceLock::new();
     if INSTALLED.get().is_some() {
         return Ok(TelemetryGuard { provider: None });

@@ -1,4 +1,7 @@
-//! One Prometheus recorder per process behind the `metrics` facade.
+//! One Prometheus recorder per process behind the `metrics` facade, installed by
+//! [`crate::init`]. Libraries call [`install`] too before they measure (the consumer runtime,
+//! the `/metrics` route), so a `run` that tests start without `init` still records: whoever
+//! comes first installs it, everyone gets the same handle.
 //!
 //! Names follow `bxb_<component>_<noun>_<unit>[_total]`; labels stay low-cardinality (route,
 //! status, reason, partition — never an organization or a key).
@@ -13,8 +16,9 @@ const LATENCY_BUCKETS_SECONDS: &[f64] =
 /// Batch-size buckets, from 1 to 100 000 events.
 const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0];
 
-/// Installs the recorder on first use and returns the handle that renders `/metrics`.
-pub fn prometheus() -> PrometheusHandle {
+/// Installs the recorder on the first call and returns the handle that renders `/metrics`;
+/// later calls return the same handle.
+pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -1,4 +1,4 @@
-//! The `api_keys` table (migration `20261123000100_api_keys.sql`), the production key source.
+//! The `api_keys` table (migration `20261123000100_gateway_api_keys.sql`), the production key source.
 //! The gateway only reads it; keys are inserted and revoked by the admin tooling, e.g.
 //! `UPDATE api_keys SET revoked_at = now() WHERE key_id = $1`.
 

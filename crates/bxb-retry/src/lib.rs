@@ -1,4 +1,6 @@
-//! Exponential backoff with jitter between attempts to write the same batch.
+//! How long every retry loop of the pipeline waits before its next attempt: the consumers
+//! between writes of the same batch, while decoding waits for the schema registry and while the
+//! topics cannot be checked; the gateway while it registers the event schema.
 
 use std::time::Duration;
 
@@ -8,13 +10,15 @@ use rand::Rng;
 /// uniformly from its upper half ("equal jitter") so that many consumers failing at once do not
 /// retry in lockstep, while every pause still grows.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
+    /// The first pause is at most `initial`; `max` caps every later one (raised to `initial`
+    /// if it is lower).
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self { initial, max: max.max(initial), attempt: 0 }
     }
@@ -33,6 +37,7 @@ impl Backoff {
         half + rng.random_range(Duration::ZERO..=ceiling - half)
     }
 
+    /// The next pause.
     pub fn next(&mut self) -> Duration {
         self.next_with(&mut rand::rng())
     }

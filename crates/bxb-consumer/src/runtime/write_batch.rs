@@ -9,14 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
+use bxb_event::clock::now_ms;
+use bxb_retry::Backoff;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Pipeline;
-use crate::backoff::Backoff;
 use crate::batch::Batch;
-use crate::dead_letter::now_ms;
 use crate::{metrics, RuntimeError, Sink, SinkError};
 
 /// The write of one batch, polled by the loop next to Kafka. It owns its batch and gives it back
