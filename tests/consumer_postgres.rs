@@ -86,6 +86,7 @@ async fn binary_copy_encoders_round_trip_exactly_through_postgres() {
     copy.send(w.finish()).await.unwrap();
     assert_eq!(copy.finish().await.unwrap(), rows as u64);
 
+    #[allow(clippy::type_complexity, reason = "a row as a tuple, its columns named in the query beside it")]
     let stored: Vec<(i32, Option<String>, Option<i64>, Option<String>, Option<f64>, Uuid, String, i64)> = sqlx::query_as(
         "SELECT i, n::text, (extract(epoch FROM t) * 1000)::int8, j::text, f, u, s, b FROM round_trip ORDER BY i",
     )
@@ -160,6 +161,7 @@ async fn billable_events_land_once_with_every_field_exact_and_the_rest_are_skipp
     assert_eq!(summary.written, 2);
     assert_eq!(summary.skipped, vec![(Skip::NotBillable, 2)]);
 
+    #[allow(clippy::type_complexity, reason = "a row as a tuple, its columns named in the query beside it")]
     let row: (String, String, i64, bool, Option<f64>, Option<String>, Option<i64>, i32, i64, bool) = sqlx::query_as(
         "SELECT external_customer_id, code, (extract(epoch FROM \"timestamp\") * 1000)::int8,
                 properties = $2::text::jsonb, value, decimal_value::text,

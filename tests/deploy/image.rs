@@ -37,7 +37,7 @@ fn the_image_ships_every_workspace_binary() {
 fn everything_run_from_the_image_exists_in_it_and_runs_as_its_user() {
     let dockerfile = read("Dockerfile");
     let shipped = dockerfile_arg(&dockerfile, "BINS");
-    let user_line = dockerfile.lines().filter(|l| l.starts_with("USER ")).last().expect("the runtime stage sets USER");
+    let user_line = dockerfile.lines().rfind(|l| l.starts_with("USER ")).expect("the runtime stage sets USER");
     let (uid, gid) = user_line["USER ".len()..].split_once(':').expect("USER uid:gid");
     let (uid, gid): (u64, u64) = (uid.parse().expect("a numeric uid"), gid.parse().expect("a numeric gid"));
     assert!(uid > 0 && gid > 0, "the image must not run as root");

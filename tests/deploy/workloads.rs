@@ -82,7 +82,7 @@ pub fn env_ms(container: &Value, variable: &str) -> u64 {
 }
 
 /// The data of a ConfigMap of the render (or, for a replay render, of its app render).
-pub fn config_map<'a>(render: &'a Render, name: &str) -> Option<BTreeMap<String, String>> {
+pub fn config_map(render: &Render, name: &str) -> Option<BTreeMap<String, String>> {
     render.named("ConfigMap", name).map(|cm| labels(at(cm, &["data"])))
 }
 

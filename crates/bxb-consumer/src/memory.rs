@@ -46,7 +46,9 @@ pub(crate) fn return_large_buffers_to_the_system() {
         }
         // SAFETY: mallopt only adjusts allocator parameters; it is thread-safe and the value is
         // within glibc's accepted range (at most 32 MiB on 64-bit systems).
-        if unsafe { mallopt(M_MMAP_THRESHOLD, 128 * 1024) } != 1 {
+        #[allow(unsafe_code, reason = "the one FFI call of the workspace, argued above")]
+        let set = unsafe { mallopt(M_MMAP_THRESHOLD, 128 * 1024) };
+        if set != 1 {
             tracing::warn!("could not set the allocator's mmap threshold");
         }
     }

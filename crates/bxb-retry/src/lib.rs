@@ -38,6 +38,7 @@ impl Backoff {
     }
 
     /// The next pause.
+    #[allow(clippy::should_implement_trait, reason = "a backoff never ends, so it is no Iterator: its next pause is not an Option")]
     pub fn next(&mut self) -> Duration {
         self.next_with(&mut rand::rng())
     }

@@ -9,11 +9,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+/// One check of [`Readiness`]: its name and whether it passes.
+type NamedCheck = (&'static str, Arc<AtomicBool>);
+
 /// Readiness as a set of named checks, each flipped by the part of the program that owns it
 /// (e.g. "kafka" by the producer's health poller, "schema" once the schema is registered).
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    checks: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicBool>)>>>,
+    checks: Arc<std::sync::Mutex<Vec<NamedCheck>>>,
 }
 
 impl Readiness {

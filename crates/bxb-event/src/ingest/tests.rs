@@ -161,7 +161,7 @@ fn properties_limits_come_from_the_shared_rules() {
     deep["properties"] = serde_json::from_str(&format!("{}1{}", r#"{"a":"#.repeat(17), "}".repeat(17))).unwrap();
     assert_eq!(problems(single(&deep)), [(0, "properties".into(), "too_deep")]);
     let mut big = minimal();
-    big["properties"] = json!({"a": "x".repeat(crate::validate::MAX_PROPERTIES_BYTES)});
+    big["properties"] = json!({"a": "x".repeat(validate::MAX_PROPERTIES_BYTES)});
     assert_eq!(problems(single(&big)), [(0, "properties".into(), "too_large")]);
 }
 
