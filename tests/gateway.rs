@@ -15,6 +15,7 @@ mod key_staleness;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use bxb_event::clock::now_ms;
 use bxb_event::{Decimal, Event};
 use bxb_gateway::auth::file::revoke_key;
 use bxb_tests::eventually;

@@ -49,7 +49,7 @@ async fn the_binary_manages_keys_serves_and_never_logs_a_key() {
     let stored = std::fs::read_to_string(&keys_file).unwrap();
     assert!(!stored.contains(&key) && !stored.contains(&revoked_key));
 
-    let brokers = env_or("BXB_KAFKA_BROKERS", "127.0.0.1:19092");
+    let brokers = env_or("BXB_KAFKA_BROKERS", bxb_kafka::DEFAULT_BROKERS);
     let kafka = bxb_kafka::KafkaArgs::plaintext(brokers.clone()).client_config().unwrap();
     let topic = unique("gateway_binary");
     bxb_kafka::admin::ensure_topic(&kafka, &topic, 1, 1, &[]).await.unwrap();
@@ -62,7 +62,7 @@ async fn the_binary_manages_keys_serves_and_never_logs_a_key() {
         .env("BXB_EVENTS_TOPIC", &topic)
         .env("BXB_API_KEYS_FILE", &keys_file)
         .env("BXB_KAFKA_BROKERS", &brokers)
-        .env("BXB_SCHEMA_REGISTRY_URL", env_or("BXB_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7"))
+        .env("BXB_SCHEMA_REGISTRY_URL", env_or("BXB_SCHEMA_REGISTRY_URL", bxb_event::registry::DEFAULT_REGISTRY_URL))
         .env("BXB_LOG", "trace")
         .env_remove("BXB_LOG_FORMAT")
         .stderr(Stdio::piped())

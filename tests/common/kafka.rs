@@ -1,7 +1,7 @@
 //! Publishing events the way the gateway does, and reading a group's progress.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bxb_event::registry::{value_subject, EventEncoder, RegistryArgs, SchemaRegistry};
 use bxb_event::Event;
@@ -11,9 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::{eventually, kafka_config, schema_registry_url};
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as i64
-}
+pub use bxb_event::clock::now_ms;
 
 /// Publishes to one topic like the gateway: Avro through the registry (the event schema
 /// registered under `<topic>-value`), key = organization, trace and ingestion-time headers,

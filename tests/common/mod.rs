@@ -18,7 +18,7 @@ pub fn env_or(key: &str, default: &str) -> String {
 }
 
 pub fn kafka_brokers() -> String {
-    env_or("BXB_KAFKA_BROKERS", "127.0.0.1:19092")
+    env_or("BXB_KAFKA_BROKERS", bxb_kafka::DEFAULT_BROKERS)
 }
 
 pub fn kafka_args() -> KafkaArgs {
@@ -30,15 +30,15 @@ pub fn kafka_config() -> ClientConfig {
 }
 
 pub fn schema_registry_url() -> String {
-    env_or("BXB_SCHEMA_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
+    env_or("BXB_SCHEMA_REGISTRY_URL", bxb_event::registry::DEFAULT_REGISTRY_URL)
 }
 
 pub fn postgres_url() -> String {
-    env_or("BXB_POSTGRES_URL", "postgres://bxb:bxb@127.0.0.1:15432/bxb")
+    env_or("BXB_POSTGRES_URL", bxb_consumer_postgres::DEFAULT_POSTGRES_URL)
 }
 
 pub fn clickhouse_url() -> String {
-    env_or("BXB_CLICKHOUSE_URL", "http://127.0.0.1:18123")
+    env_or("BXB_CLICKHOUSE_URL", bxb_consumer_clickhouse::DEFAULT_CLICKHOUSE_URL)
 }
 
 /// Consumer settings for a test: its own topic, dead-letter topic and group, short waits and

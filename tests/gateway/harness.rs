@@ -2,7 +2,7 @@
 //! 127.0.0.1:0 listener, with its own topic and key file, and a reader of what it published.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bxb_event::registry::{RegistryArgs, SchemaRegistry};
 use bxb_event::Event;
@@ -16,10 +16,6 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// The text of a payload fixture of `tests/fixtures/gateway/`, with its timestamp placeholders
 /// filled relative to `now_ms` so the events stay inside the gateway's window:
