@@ -12,14 +12,11 @@ use uuid::Uuid;
 
 fn sample_event() -> Event {
     Event {
-        organization_id: Uuid::new_v4(),
-        transaction_id: unique("tx"),
-        external_customer_id: "customer-1".into(),
-        code: "api_calls".into(),
         timestamp_ms: 1_763_900_000_123,
         properties: r#"{"region":"eu-west-1"}"#.into(),
         value: Some(3.5),
         decimal_value: Some("0.000000000001".parse().unwrap()),
+        ..bxb_event::test_support::event_of(Uuid::new_v4(), unique("tx"))
     }
 }
 

@@ -119,14 +119,12 @@ mod tests {
     fn a_record_becomes_an_exact_row() {
         let record = Record {
             event: Event {
-                organization_id: Uuid::from_u128(7),
-                transaction_id: "tx".into(),
-                external_customer_id: "c".into(),
                 code: "calls".into(),
                 timestamp_ms: 1_700_000_000_999,
                 properties: r#"{"a":1}"#.into(),
                 value: Some(0.1),
                 decimal_value: Some("-0.000000000001".parse().unwrap()),
+                ..bxb_event::test_support::event_of(Uuid::from_u128(7), "tx")
             },
             partition: 2,
             offset: 9,

@@ -92,21 +92,12 @@ pub fn select<'a>(batch: &'a [Record], billable: &BillableView<'_>, window: Wind
 pub(crate) mod tests {
     use super::*;
     use crate::billable::BillableMetrics;
-    use bxb_event::Event;
+    use bxb_event::{test_support, Event};
 
     /// A record of the crate's unit tests: the identity, code, time and offset that matter here.
     pub(crate) fn record(org: u128, tx: &str, code: &str, ts: i64, offset: i64) -> Record {
         Record {
-            event: Event {
-                organization_id: Uuid::from_u128(org),
-                transaction_id: tx.into(),
-                external_customer_id: "c".into(),
-                code: code.into(),
-                timestamp_ms: ts,
-                properties: "{}".into(),
-                value: None,
-                decimal_value: None,
-            },
+            event: Event { code: code.into(), timestamp_ms: ts, ..test_support::event_of(Uuid::from_u128(org), tx) },
             partition: 0,
             offset,
             ingested_at_ms: None,

@@ -59,14 +59,12 @@ pub async fn api_calls_sink() -> (TestDb, PgPool, PostgresSink) {
 
 pub fn event(organization_id: Uuid, transaction_id: &str, code: &str, timestamp_ms: i64) -> Event {
     Event {
-        organization_id,
-        transaction_id: transaction_id.to_owned(),
-        external_customer_id: "customer-1".into(),
         code: code.to_owned(),
         timestamp_ms,
         properties: r#"{"region":"eu-west-1"}"#.into(),
         value: Some(2.5),
         decimal_value: Some("12.000000000345".parse().unwrap()),
+        ..bxb_event::test_support::event_of(organization_id, transaction_id)
     }
 }
 

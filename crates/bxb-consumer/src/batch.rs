@@ -90,16 +90,7 @@ mod tests {
 
     fn record(partition: i32, offset: i64) -> Record {
         Record {
-            event: bxb_event::Event {
-                organization_id: uuid::Uuid::nil(),
-                transaction_id: format!("tx-{offset}"),
-                external_customer_id: "c".into(),
-                code: "calls".into(),
-                timestamp_ms: 0,
-                properties: "{}".into(),
-                value: None,
-                decimal_value: None,
-            },
+            event: bxb_event::test_support::event_of(uuid::Uuid::nil(), format!("tx-{offset}")),
             partition,
             offset,
             ingested_at_ms: None,

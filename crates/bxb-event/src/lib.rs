@@ -27,6 +27,8 @@ pub mod ingest;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
 pub mod registry;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod validate;
 
 pub use decimal::{Decimal, DecimalError, DECIMAL_MAX_PRECISION, DECIMAL_MAX_SCALE};

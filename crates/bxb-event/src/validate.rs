@@ -157,18 +157,13 @@ fn depth(value: &serde_json::Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     fn event() -> Event {
         Event {
-            organization_id: Uuid::nil(),
-            transaction_id: "tx-1".into(),
-            external_customer_id: "cust-1".into(),
-            code: "api_calls".into(),
-            timestamp_ms: 1_700_000_000_000,
             properties: r#"{"region":"eu"}"#.into(),
             value: Some(1.5),
             decimal_value: Some("2.25".parse().unwrap()),
+            ..crate::test_support::event()
         }
     }
 

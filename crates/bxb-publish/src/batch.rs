@@ -34,19 +34,11 @@ impl EncodedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bxb_event::test_support;
 
     #[test]
     fn a_batch_holds_exactly_the_encoded_events() {
-        let event = |tx: &str, properties: &str| Event {
-            organization_id: uuid::Uuid::from_u128(7),
-            transaction_id: tx.into(),
-            external_customer_id: "c".into(),
-            code: "api_calls".into(),
-            timestamp_ms: 1_700_000_000_000,
-            properties: properties.into(),
-            value: None,
-            decimal_value: None,
-        };
+        let event = |tx: &str, properties: &str| Event { transaction_id: tx.into(), properties: properties.into(), ..test_support::event() };
         let events = [event("a", "{}"), event("bb", &format!(r#"{{"x":"{}"}}"#, "y".repeat(1_000))), event("c", "{}")];
         let encoder = EventEncoder::new(3);
         let batch = EncodedBatch::encode(&encoder, &events);

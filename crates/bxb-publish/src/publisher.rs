@@ -202,19 +202,11 @@ impl RecordKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bxb_event::test_support;
     use uuid::Uuid;
 
     fn event(organization: u128) -> Event {
-        Event {
-            organization_id: Uuid::from_u128(organization),
-            transaction_id: "t".into(),
-            external_customer_id: "c".into(),
-            code: "api_calls".into(),
-            timestamp_ms: 1_700_000_000_000,
-            properties: "{}".into(),
-            value: None,
-            decimal_value: None,
-        }
+        test_support::event_of(Uuid::from_u128(organization), "t")
     }
 
     /// A publisher whose broker is never reached: enough for what fails before anything is sent.
