@@ -194,7 +194,7 @@ impl<S: Sink> Pipeline<S> {
                     batch.push_dead_letter(DeadLetter::new(message.detach(), reason, error));
                     return Ok(());
                 }
-                Err(DecodeError::Unavailable(error)) => {
+                Err(error @ (DecodeError::Unavailable(_) | DecodeError::SchemaNotLoaded(_))) => {
                     // The record stays in flight: nothing at or after it is committed.
                     if shutdown.is_cancelled() {
                         return Ok(());

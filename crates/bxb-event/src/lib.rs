@@ -13,6 +13,8 @@
 //! - [`registry`] registers that schema under subject `events-value` and encodes and decodes the
 //!   Confluent wire format (magic byte, schema id, Avro datum) through a Confluent-compatible
 //!   schema registry.
+//! - [`writer_schema`] decides which writer schemas a consumer reads (those that resolve to the
+//!   event record) and reads their datums under a budget, so no record can exhaust a consumer.
 
 pub mod avro;
 pub mod clock;
@@ -24,6 +26,7 @@ mod hostile_tests;
 pub mod invariants;
 pub mod registry;
 pub mod validate;
+pub mod writer_schema;
 
 pub use decimal::{Decimal, DecimalError, DECIMAL_MAX_PRECISION, DECIMAL_MAX_SCALE};
 pub use event::Event;
