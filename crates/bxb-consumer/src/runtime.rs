@@ -15,17 +15,18 @@
 //! revoked partitions' last completed point; n's records of them are dropped before its next
 //! attempt, or written anyway if the attempt was already under way (the stores are idempotent).
 //!
-//! Backpressure: while a failed batch waits for its next attempt every assigned partition is
-//! paused (librdkafka then drops what it prefetched and resumes from the last record handed to
-//! us), so memory stays bounded by two batches plus librdkafka's fetch queue. The loop keeps
-//! polling during the pause so that group membership and rebalances are served; the few
-//! records that arrive meanwhile go to the batch being built.
+//! Backpressure: while a failed batch waits for its next attempt, and while records wait for
+//! their writer schema (`intake`), every assigned partition is paused (librdkafka then drops
+//! what it prefetched and resumes from the last record handed to us), so memory stays bounded
+//! by two batches plus librdkafka's fetch queue. The loop keeps polling during the pause so that
+//! group membership and rebalances are served; the few records that arrive meanwhile go to the
+//! batch being built, or wait behind the records already waiting.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bxb_event::registry::{DecodeError, EventDecoder};
+use bxb_event::registry::EventDecoder;
 use bxb_kafka::headers;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -33,17 +34,19 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::batch::Batch;
+use crate::breaker::PoisonBreaker;
 use crate::config::Settings;
 use crate::context::{Committer, RuntimeContext, Shared};
-use crate::dead_letter::{DeadLetter, DeadLetterProducer};
-use crate::{metrics, Record, RuntimeError, Sink};
+use crate::dead_letter::DeadLetterProducer;
+use crate::{metrics, RuntimeError, Sink};
 
+mod intake;
 mod write;
 
+use intake::SchemaWait;
 use write::InFlightWrite;
 
 /// How long one metadata request at start may take.
@@ -61,8 +64,15 @@ pub(crate) struct Pipeline<S: Sink> {
     dead_letters: DeadLetterProducer,
     sink: Arc<S>,
     sink_ready: Arc<AtomicBool>,
+    /// False while the registry cannot give a writer schema that records wait for.
+    registry_ready: Arc<AtomicBool>,
+    /// How many parts of the loop want the partitions paused (a retried batch, records waiting
+    /// for their schema); they are paused while any does.
+    pause_holds: AtomicUsize,
     /// `bxb_consumer_events_consumed_total`, looked up once rather than per record.
     consumed: ::metrics::Counter,
+    /// `bxb_consumer_records_waiting_for_schema`.
+    records_waiting: ::metrics::Gauge,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -72,7 +82,7 @@ impl<S: Sink> Pipeline<S> {
         settings: Settings,
         decoder: EventDecoder,
         sink: Arc<S>,
-        sink_ready: Arc<AtomicBool>,
+        (sink_ready, registry_ready): (Arc<AtomicBool>, Arc<AtomicBool>),
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, RuntimeError> {
         let topics = [settings.topic.clone(), settings.dlq_topic.clone()];
@@ -87,7 +97,21 @@ impl<S: Sink> Pipeline<S> {
         tracing::info!(topic = %settings.topic, group = %settings.group_id, sink = sink.name(), "consuming");
         let (consumer, committer) = (Arc::new(consumer), Default::default());
         let consumed = ::metrics::counter!(metrics::CONSUMED, "sink" => sink.name());
-        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready, consumed }))
+        let records_waiting = ::metrics::gauge!(metrics::RECORDS_WAITING, "sink" => sink.name());
+        Ok(Some(Self {
+            settings,
+            consumer,
+            shared,
+            committer,
+            decoder,
+            dead_letters,
+            sink,
+            sink_ready,
+            registry_ready,
+            pause_holds: AtomicUsize::new(0),
+            consumed,
+            records_waiting,
+        }))
     }
 
     /// Consumes until `shutdown` or a fatal error, then commits what is written (and nothing
@@ -108,6 +132,8 @@ impl<S: Sink> Pipeline<S> {
         let (max_events, max_wait) = (self.settings.batch_max_events, self.settings.batch_max_wait);
         let mut building = self.new_batch();
         let mut writing: Option<InFlightWrite<'_>> = None;
+        let mut wait = SchemaWait::new(Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff), max_events);
+        let mut breaker = PoisonBreaker::new(self.settings.poison_breaker_max, self.settings.poison_breaker_window);
         let mut commit_retry = tokio::time::interval(COMMIT_RETRY_INTERVAL);
         commit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Created once, not per record: a timer entry and a cancellation waiter registered and
@@ -118,6 +144,9 @@ impl<S: Sink> Pipeline<S> {
         tokio::pin!(batch_due);
         let mut armed: Option<Instant> = None;
         loop {
+            if wait.can_drain() {
+                self.drain_waiting(&mut wait, &mut building, max_events, &mut breaker)?;
+            }
             if writing.is_none() && (building.is_full(max_events) || building.deadline(max_wait).is_some_and(|d| d <= Instant::now())) {
                 let batch = std::mem::replace(&mut building, self.new_batch());
                 writing = Some(Box::pin(self.write_until_done(batch, shutdown)));
@@ -139,9 +168,12 @@ impl<S: Sink> Pipeline<S> {
                     writing = None;
                     self.finish_write(&batch, outcome)?;
                 }
+                (schema_id, outcome) = async { wait.lookup().expect("checked").await }, if wait.lookup().is_some() => {
+                    self.lookup_finished(&mut wait, schema_id, outcome);
+                }
                 () = &mut batch_due, if armed.is_some() => {}
                 _ = commit_retry.tick() => self.commit_pending(),
-                message = self.consumer.recv(), if receive => self.accept(message, &mut building, shutdown).await?,
+                message = self.consumer.recv(), if receive => self.accept(message, &mut building, &mut wait, &mut breaker)?,
             }
         }
         if let Some(in_flight) = writing.take() {
@@ -157,13 +189,15 @@ impl<S: Sink> Pipeline<S> {
         Batch::new(self.shared.tracker().revocations())
     }
 
-    /// Decodes one record into the batch: an event, or a dead letter when it is poison. A
-    /// registry outage is retried here, so the record is never skipped.
-    async fn accept(
-        &self,
+    /// Takes one record in: into the batch as an event or a dead letter, or behind the records
+    /// waiting for a writer schema (`intake`). Never waits for anything, so the loop keeps
+    /// polling Kafka and driving the write in flight whatever the registry does.
+    fn accept<'a>(
+        &'a self,
         message: KafkaResult<BorrowedMessage<'_>>,
         batch: &mut Batch,
-        shutdown: &CancellationToken,
+        wait: &mut SchemaWait<'a>,
+        breaker: &mut PoisonBreaker,
     ) -> Result<(), RuntimeError> {
         let message = match message {
             Ok(message) => message,
@@ -181,37 +215,39 @@ impl<S: Sink> Pipeline<S> {
         }
         self.consumed.increment(1);
         let span = record_span(&message);
-        let mut backoff = Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff);
-        loop {
-            match self.decoder.decode(message.payload()).instrument(span.clone()).await {
-                Ok(event) => {
-                    let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
-                    batch.push(Record { event, partition, offset, ingested_at_ms }, span);
-                    return Ok(());
-                }
-                Err(DecodeError::Poison { reason, message: error }) => {
-                    tracing::warn!(parent: &span, partition, offset, %reason, %error, "poison record: dead-lettering");
-                    batch.push_dead_letter(DeadLetter::new(message.detach(), reason, error));
-                    return Ok(());
-                }
-                Err(error @ (DecodeError::Unavailable(_) | DecodeError::SchemaNotLoaded(_))) => {
-                    // The record stays in flight: nothing at or after it is committed.
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    let pause = backoff.next();
-                    tracing::warn!(partition, offset, %error, ?pause, "schema registry unavailable; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
+        if wait.is_waiting() {
+            // Behind a waiting record, so that each partition's records keep their order.
+            self.wait_for_schema(wait, None, message.detach(), span);
+            return Ok(());
+        }
+        match self.judge(&message) {
+            Ok(verdict) => {
+                let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
+                self.place(verdict, (partition, offset), ingested_at_ms, span, || message.detach(), batch, breaker)
+            }
+            Err(schema_id) => {
+                self.wait_for_schema(wait, Some(schema_id), message.detach(), span);
+                Ok(())
             }
         }
     }
 
     fn commit_pending(&self) {
         self.committer.lock().unwrap_or_else(|e| e.into_inner()).commit_pending(&self.consumer, &self.shared);
+    }
+
+    /// Pauses every assigned partition unless another part of the loop already holds a pause.
+    fn hold_pause(&self) {
+        if self.pause_holds.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.set_paused(true);
+        }
+    }
+
+    /// Resumes every assigned partition once no part of the loop holds a pause any more.
+    fn release_pause(&self) {
+        if self.pause_holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.set_paused(false);
+        }
     }
 
     fn set_paused(&self, paused: bool) {
