@@ -241,3 +241,17 @@ fn broken_skipped_values_are_malformed() {
     }
     assert_eq!(read(&plan, &[vec![2, 1], rest].concat()).unwrap(), event());
 }
+
+#[test]
+fn the_fuzz_seeds_read_as_their_names_say() {
+    use crate::registry::PoisonReason;
+    let check = |input: &[u8]| {
+        let (length, rest) = input.split_at(2);
+        let (schema, datum) = rest.split_at(usize::from(u16::from_le_bytes([length[0], length[1]])));
+        crate::invariants::check_writer_schema(std::str::from_utf8(schema).unwrap(), datum).expect("an Avro schema")
+    };
+    assert!(check(include_bytes!("../../../../fuzz/seeds/writer_schema/event.bin")).is_ok());
+    assert!(check(include_bytes!("../../../../fuzz/seeds/writer_schema/added_field.bin")).is_ok());
+    assert_eq!(check(include_bytes!("../../../../fuzz/seeds/writer_schema/recursive.bin")), Err(PoisonReason::IncompatibleSchema));
+    assert_eq!(check(include_bytes!("../../../../fuzz/seeds/writer_schema/amplifier.bin")), Err(PoisonReason::BudgetExceeded));
+}
