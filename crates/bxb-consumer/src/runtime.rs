@@ -209,9 +209,13 @@ impl<S: Sink> Pipeline<S> {
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
-        if !self.shared.tracker().received(partition, offset) {
-            tracing::debug!(partition, offset, "record of a partition no longer assigned; skipped for its new owner");
-            return Ok(());
+        {
+            let mut tracker = self.shared.tracker();
+            if !tracker.received(partition, offset) {
+                tracing::debug!(partition, offset, "record of a partition no longer assigned; skipped for its new owner");
+                return Ok(());
+            }
+            breaker.forget_after(tracker.revocations());
         }
         self.consumed.increment(1);
         let span = record_span(&message);

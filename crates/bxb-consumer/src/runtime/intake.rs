@@ -92,7 +92,8 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// Puts a judged record into the batch: an event, or a dead letter once the breaker let it
-    /// through. A tripped breaker is fatal, and the record that tripped it stays unwritten.
+    /// through. A tripped breaker is fatal, and the record that tripped it stays unwritten. The
+    /// caller has brought the breaker up to date with revocations.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn place(
         &self,
@@ -104,7 +105,6 @@ impl<S: Sink> Pipeline<S> {
         batch: &mut Batch,
         breaker: &mut PoisonBreaker,
     ) -> Result<(), RuntimeError> {
-        breaker.forget_after(self.shared.tracker().revocations());
         match verdict {
             Verdict::Event(event) => {
                 let _ = breaker.record(partition, offset, None);
@@ -178,8 +178,12 @@ impl<S: Sink> Pipeline<S> {
         while !batch.is_full(max_events) {
             let Some(Waiting { message, span }) = wait.waiting.pop_front() else { break };
             let at = (message.partition(), message.offset());
-            if !self.shared.tracker().is_in_flight(at.0, at.1) {
-                continue;
+            {
+                let tracker = self.shared.tracker();
+                if !tracker.is_in_flight(at.0, at.1) {
+                    continue;
+                }
+                breaker.forget_after(tracker.revocations());
             }
             match self.judge(&message) {
                 Ok(verdict) => {
