@@ -5,7 +5,9 @@
 //! `.dev/env`; the defaults are the local stack's ports.
 
 pub mod databases;
+pub mod dead_letters;
 pub mod kafka;
+pub mod registry_stand_in;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

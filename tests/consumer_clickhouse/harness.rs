@@ -165,8 +165,8 @@ impl Running {
     }
 }
 
-/// A TCP forwarder in front of ClickHouse that a test can close and open again, so that an
-/// outage never touches the shared server.
+/// A TCP forwarder in front of ClickHouse (or another service) that a test can close and open
+/// again, so that an outage never touches the shared server.
 pub struct Proxy {
     pub addr: SocketAddr,
     target: SocketAddr,
@@ -175,7 +175,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start() -> Self {
-        let target = clickhouse_url().trim_start_matches("http://").trim_end_matches('/').parse().expect("ClickHouse URL is http://ip:port");
+        Self::start_to(clickhouse_url().trim_start_matches("http://").trim_end_matches('/').parse().expect("ClickHouse URL is http://ip:port")).await
+    }
+
+    pub async fn start_to(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         Self { addr, target, task: Some(tokio::spawn(forward(listener, target))) }

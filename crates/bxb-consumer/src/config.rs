@@ -6,7 +6,11 @@ use std::time::Duration;
 use bxb_event::registry::RegistryArgs;
 use bxb_kafka::KafkaArgs;
 
+use crate::breaker::{DEFAULT_POISON_BREAKER_MAX, DEFAULT_POISON_BREAKER_WINDOW};
 use crate::RuntimeError;
+
+/// The largest poison breaker window: a byte of memory per record and partition.
+const MAX_POISON_BREAKER_WINDOW: usize = 100_000;
 
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 10_000;
 pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 1_000;
@@ -61,6 +65,14 @@ pub struct ConsumerArgs {
     /// `bxbctl migrate` if it is not.
     #[arg(long = "migrate-on-start", env = "BXB_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub migrate_on_start: bool,
+    /// The consumer stops (fatal, nothing from that record on committed) when more than this
+    /// many of the last `BXB_POISON_BREAKER_WINDOW` records of a partition are poison
+    /// (undecodable or invalid). At least the window's size: never.
+    #[arg(long = "poison-breaker-max", env = "BXB_POISON_BREAKER_MAX", default_value_t = DEFAULT_POISON_BREAKER_MAX)]
+    pub poison_breaker_max: usize,
+    /// How many of a partition's latest records the poison breaker counts over (1 to 100 000).
+    #[arg(long = "poison-breaker-window", env = "BXB_POISON_BREAKER_WINDOW", default_value_t = DEFAULT_POISON_BREAKER_WINDOW)]
+    pub poison_breaker_window: usize,
     /// Address of `/healthz`, `/readyz` and `/metrics`, e.g. `0.0.0.0:9091` in a container.
     #[arg(long = "listen-addr", env = "BXB_LISTEN_ADDR", default_value = "127.0.0.1:9091")]
     pub listen_addr: String,
@@ -85,6 +97,8 @@ impl ConsumerArgs {
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             sink_ready_interval_ms: DEFAULT_SINK_READY_INTERVAL_MS,
             migrate_on_start: true,
+            poison_breaker_max: DEFAULT_POISON_BREAKER_MAX,
+            poison_breaker_window: DEFAULT_POISON_BREAKER_WINDOW,
             listen_addr: "127.0.0.1:9091".to_owned(),
             kafka,
             registry,
@@ -137,6 +151,9 @@ impl ConsumerArgs {
         if self.sink_ready_interval_ms == 0 {
             return Err(config("BXB_SINK_READY_INTERVAL_MS", "must be at least 1"));
         }
+        if self.poison_breaker_window == 0 || self.poison_breaker_window > MAX_POISON_BREAKER_WINDOW {
+            return Err(config("BXB_POISON_BREAKER_WINDOW", "must be 1 to 100000"));
+        }
         let kafka = self
             .kafka
             .client_config()
@@ -152,6 +169,8 @@ impl ConsumerArgs {
             statistics_interval_ms: self.statistics_interval_ms,
             session_timeout_ms: self.session_timeout_ms,
             sink_ready_interval: Duration::from_millis(self.sink_ready_interval_ms),
+            poison_breaker_max: self.poison_breaker_max,
+            poison_breaker_window: self.poison_breaker_window,
             kafka,
         })
     }
@@ -170,6 +189,8 @@ pub(crate) struct Settings {
     pub statistics_interval_ms: u64,
     pub session_timeout_ms: u64,
     pub sink_ready_interval: Duration,
+    pub poison_breaker_max: usize,
+    pub poison_breaker_window: usize,
     pub kafka: rdkafka::ClientConfig,
 }
 
@@ -208,12 +229,14 @@ mod tests {
     #[test]
     fn bad_values_name_their_setting() {
         type Break = fn(&mut ConsumerArgs);
-        let cases: [(Break, &str); 5] = [
+        let cases: [(Break, &str); 7] = [
             (|a| a.batch_max_events = 0, "BXB_BATCH_MAX_EVENTS"),
             (|a| a.session_timeout_ms = 3_000, "BXB_KAFKA_SESSION_TIMEOUT_MS"),
             (|a| a.dlq_topic = "events".into(), "BXB_DLQ_TOPIC"),
             (|a| a.retry_max_backoff_ms = 1, "BXB_RETRY_MAX_BACKOFF_MS"),
             (|a| a.batch_max_wait_ms = 0, "BXB_BATCH_MAX_WAIT_MS"),
+            (|a| a.poison_breaker_window = 0, "BXB_POISON_BREAKER_WINDOW"),
+            (|a| a.poison_breaker_window = 1_000_000, "BXB_POISON_BREAKER_WINDOW"),
         ];
         for (breaks, expected) in cases {
             let mut a = args().with_default_group("g");
@@ -234,6 +257,7 @@ mod tests {
         assert_eq!(settings.batch_max_events, 5);
         assert_eq!(settings.session_timeout_ms, DEFAULT_SESSION_TIMEOUT_MS);
         assert!(cli.consumer.migrate_on_start, "the local stack and the tests rely on migrating at start");
+        assert_eq!((settings.poison_breaker_max, settings.poison_breaker_window), (100, 1_000));
     }
 
     #[test]

@@ -157,12 +157,12 @@ mod tests {
     fn a_dead_letter_keeps_the_original_headers_and_says_why_and_where_from() {
         let original = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(&b"00-abc"[..]) });
         let message = OwnedMessage::new(Some(vec![9]), Some(b"org".to_vec()), "events".into(), Timestamp::NotAvailable, 3, 42, Some(original));
-        let letter = DeadLetter::new(message, PoisonReason::UnknownSchema, "schema id 7: not found".into());
+        let letter = DeadLetter::new(message, PoisonReason::IncompatibleSchema, "schema id 7: not an event".into());
         let headers = dead_letter_headers(&letter, "bxb-clickhouse", 1_700_000_000_000);
         let get = |key: &str| headers::find(&headers, key).map(|v| std::str::from_utf8(v).unwrap().to_owned());
         assert_eq!(get("traceparent").as_deref(), Some("00-abc"));
-        assert_eq!(get(headers::DLQ_REASON).as_deref(), Some("unknown_schema"));
-        assert_eq!(get(headers::DLQ_ERROR).as_deref(), Some("schema id 7: not found"));
+        assert_eq!(get(headers::DLQ_REASON).as_deref(), Some("incompatible_schema"));
+        assert_eq!(get(headers::DLQ_ERROR).as_deref(), Some("schema id 7: not an event"));
         assert_eq!(get(headers::DLQ_SOURCE_TOPIC).as_deref(), Some("events"));
         assert_eq!(get(headers::DLQ_SOURCE_PARTITION).as_deref(), Some("3"));
         assert_eq!(get(headers::DLQ_SOURCE_OFFSET).as_deref(), Some("42"));

@@ -1,4 +1,4 @@
-use bxb_event::registry::RegistryError;
+use bxb_event::registry::{PoisonReason, RegistryError};
 use rdkafka::error::KafkaError;
 
 /// Why [`crate::run`] stopped. Every variant is fatal: the runtime has already committed what
@@ -24,6 +24,15 @@ pub enum RuntimeError {
     /// A record could not be dead-lettered and never will be (e.g. the DLQ topic refuses it).
     #[error("dead-letter topic: {0}")]
     DeadLetter(String),
+    /// More than `BXB_POISON_BREAKER_MAX` of the last `BXB_POISON_BREAKER_WINDOW` records of a
+    /// partition are poison: a producer writes something that is not events. The record that
+    /// tripped the breaker and everything after it stay uncommitted.
+    #[error(
+        "poison breaker tripped on partition {partition}: {poison} of its last {window} records are poison \
+         (offset {offset}: {reason}); nothing from offset {offset} on is committed. Find the producer from the \
+         dead letters, then see docs/operations.md (poison breaker)"
+    )]
+    PoisonBreaker { partition: i32, offset: i64, reason: PoisonReason, poison: usize, window: usize },
     /// The health and metrics endpoints could not be served.
     #[error("health endpoints: {0}")]
     Serve(#[source] std::io::Error),

@@ -12,20 +12,24 @@
 //!   is neither — also across rebalances: on revocation it commits that point synchronously and
 //!   drops the revoked partitions' in-flight records (their new owner reads them again); on
 //!   assignment it starts from the committed offset.
-//! - **Errors** are exactly one of: *retry* (sink or network trouble, registry unreachable):
-//!   exponential backoff with jitter, the same batch again, nothing skipped, nothing committed,
-//!   partitions paused; *poison* (undecodable bytes, unknown schema id, another record type,
-//!   broken field rules): produced to the dead-letter topic with the original key, value and
-//!   headers plus `bxb-dlq-*` headers, committed once the broker acknowledged it; *fatal*
-//!   (misconfiguration, a store that cannot take the data): [`run`] commits what is written and
+//! - **Errors** are exactly one of: *retry* (sink or network trouble, a registry that cannot
+//!   give a writer schema for whatever reason: unreachable, 404, 401, 500, garbage):
+//!   exponential backoff with jitter, the same batch or record again, nothing skipped, nothing
+//!   committed past it, partitions paused, `/readyz` failing; *poison* (undecodable bytes, a
+//!   writer schema that does not resolve to the event record, a datum over its decoding budget,
+//!   broken field rules, a key that is not the event's organization): produced to the
+//!   dead-letter topic with the original key, value and headers plus `bxb-dlq-*` headers,
+//!   committed once the broker acknowledged it; *fatal* (misconfiguration, a store that cannot
+//!   take the data, the poison breaker: more than `BXB_POISON_BREAKER_MAX` poison records among
+//!   the last `BXB_POISON_BREAKER_WINDOW` of a partition): [`run`] commits what is written and
 //!   nothing else, and returns the error.
 //! - **Shutdown**: cancelling the token writes and commits the current batch and leaves the group.
 //! - **Memory**: at most two batches (one written, one being built), a bounded librdkafka
 //!   prefetch, and no unscraped metric samples piling up (see the `memory` module).
 //! - **Telemetry**: each record's span continues the W3C trace from its headers and ends when
 //!   the record is written; `/healthz`, `/readyz` (Kafka topics found and subscribed, sink
-//!   reachable) and `/metrics` (`bxb_consumer_*`, see the `metrics` module) are served on the
-//!   listener given to [`run`].
+//!   reachable, the registry giving the writer schemas records wait for) and `/metrics`
+//!   (`bxb_consumer_*`, see the `metrics` module) are served on the listener given to [`run`].
 //!
 //! Where each part lives: `runtime` (the loop; `runtime/start`, `runtime/write_batch`), `batch`,
 //! `offsets` (which offset each partition may commit), `commit` (committing them), `rebalance`
@@ -34,6 +38,7 @@
 
 mod batch;
 mod commit;
+mod breaker;
 mod config;
 mod context;
 mod dead_letter;
@@ -42,9 +47,11 @@ mod memory;
 mod metrics;
 mod offsets;
 mod rebalance;
+mod record_key;
 mod runtime;
 mod sink;
 
+pub use breaker::{DEFAULT_POISON_BREAKER_MAX, DEFAULT_POISON_BREAKER_WINDOW};
 pub use config::ConsumerArgs;
 pub use error::RuntimeError;
 pub use sink::{Record, Sink, SinkError};
@@ -79,6 +86,8 @@ pub async fn run<S: Sink>(
     let readiness = Readiness::default();
     let kafka_ready = readiness.check("kafka");
     let sink_ready = readiness.check("sink");
+    let registry_ready = readiness.check("schema_registry");
+    registry_ready.store(true, Ordering::Relaxed);
     let sink = Arc::new(sink);
     let stop_background = CancellationToken::new();
 
@@ -90,7 +99,7 @@ pub async fn run<S: Sink>(
     let upkeep = tokio::spawn(memory::upkeep_metrics(stop_background.clone()));
 
     let outcome = async {
-        let Some(pipeline) = Pipeline::start(settings, decoder, sink, sink_ready, &shutdown).await? else {
+        let Some(pipeline) = Pipeline::start(settings, decoder, sink, (sink_ready, registry_ready), &shutdown).await? else {
             return Ok(());
         };
         kafka_ready.store(true, Ordering::Relaxed);

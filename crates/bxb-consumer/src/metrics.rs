@@ -1,5 +1,6 @@
 //! The runtime's metrics. Every series carries `sink` (e.g. `clickhouse`); the other labels are
-//! `reason` (a [`bxb_event::registry::PoisonReason`]), `outcome` and `partition`.
+//! `reason` (a [`bxb_event::registry::PoisonReason`]), `outcome`, `partition` and `kind` (a
+//! [`bxb_event::registry::LookupError::kind`]).
 
 pub const CONSUMED: &str = "bxb_consumer_events_consumed_total";
 pub const WRITTEN: &str = "bxb_consumer_events_written_total";
@@ -12,6 +13,8 @@ pub const COMMIT_DURATION: &str = "bxb_consumer_commit_duration_seconds";
 pub const COMMIT_FAILURES: &str = "bxb_consumer_commit_failures_total";
 pub const LAG: &str = "bxb_consumer_lag_events";
 pub const END_TO_END_LATENCY: &str = "bxb_consumer_end_to_end_latency_seconds";
+pub const SCHEMA_LOOKUP_FAILURES: &str = "bxb_consumer_schema_lookup_failures_total";
+pub const RECORDS_WAITING: &str = "bxb_consumer_records_waiting_for_schema";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -26,4 +29,6 @@ pub fn describe() {
     describe_counter!(COMMIT_FAILURES, Unit::Count, "Offset commits the broker refused (the next commit covers them).");
     describe_gauge!(LAG, Unit::Count, "Records behind the partition's end, from the committed offset (librdkafka statistics).");
     describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "From the ingestion-time header to the write of the event.");
+    describe_counter!(SCHEMA_LOOKUP_FAILURES, Unit::Count, "Failed lookups of a writer schema in the registry, by kind (not_found, refused, status, invalid_response, unreachable); each is retried.");
+    describe_gauge!(RECORDS_WAITING, Unit::Count, "Records waiting for their writer schema; above 0 for long, the registry cannot give it.");
 }

@@ -17,17 +17,18 @@
 //! revoked partitions' last completed point; n's records of them are dropped before its next
 //! attempt, or written anyway if the attempt was already under way (the stores are idempotent).
 //!
-//! Backpressure: while a failed batch waits for its next attempt every assigned partition is
-//! paused (librdkafka then drops what it prefetched and resumes from the last record handed to
-//! us), so memory stays bounded by two batches plus librdkafka's fetch queue. The loop keeps
-//! polling during the pause so that group membership and rebalances are served; the few
-//! records that arrive meanwhile go to the batch being built.
+//! Backpressure: while a failed batch waits for its next attempt, and while records wait for
+//! their writer schema (`intake`), every assigned partition is paused (librdkafka then drops
+//! what it prefetched and resumes from the last record handed to us), so memory stays bounded
+//! by two batches plus librdkafka's fetch queue. The loop keeps polling during the pause so that
+//! group membership and rebalances are served; the few records that arrive meanwhile go to the
+//! batch being built, or wait behind the records already waiting.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bxb_event::registry::{DecodeError, EventDecoder};
+use bxb_event::registry::EventDecoder;
 use bxb_kafka::headers;
 use bxb_retry::Backoff;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -35,18 +36,20 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::batch::Batch;
+use crate::breaker::PoisonBreaker;
 use crate::config::Settings;
 use crate::commit::Committer;
 use crate::context::{RuntimeContext, Shared};
-use crate::dead_letter::{DeadLetter, DeadLetterProducer};
-use crate::{Record, RuntimeError, Sink};
+use crate::dead_letter::DeadLetterProducer;
+use crate::{RuntimeError, Sink};
 
+mod intake;
 mod start;
 mod write_batch;
 
+use intake::SchemaWait;
 use write_batch::InFlightWrite;
 
 /// How often commits the broker refused (typically during a rebalance) are repeated when no
@@ -62,8 +65,15 @@ pub(crate) struct Pipeline<S: Sink> {
     dead_letters: DeadLetterProducer,
     sink: Arc<S>,
     sink_ready: Arc<AtomicBool>,
+    /// False while the registry cannot give a writer schema that records wait for.
+    registry_ready: Arc<AtomicBool>,
+    /// How many parts of the loop want the partitions paused (a retried batch, records waiting
+    /// for their schema); they are paused while any does.
+    pause_holds: AtomicUsize,
     /// `bxb_consumer_events_consumed_total`, looked up once rather than per record.
     consumed: ::metrics::Counter,
+    /// `bxb_consumer_records_waiting_for_schema`.
+    records_waiting: ::metrics::Gauge,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -85,6 +95,8 @@ impl<S: Sink> Pipeline<S> {
         let (max_events, max_wait) = (self.settings.batch_max_events, self.settings.batch_max_wait);
         let mut building = self.new_batch();
         let mut writing: Option<InFlightWrite<'_>> = None;
+        let mut wait = SchemaWait::new(Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff), max_events);
+        let mut breaker = PoisonBreaker::new(self.settings.poison_breaker_max, self.settings.poison_breaker_window);
         let mut commit_retry = tokio::time::interval(COMMIT_RETRY_INTERVAL);
         commit_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Created once, not per record: a timer entry and a cancellation waiter registered and
@@ -95,6 +107,9 @@ impl<S: Sink> Pipeline<S> {
         tokio::pin!(batch_due);
         let mut armed: Option<Instant> = None;
         loop {
+            if wait.can_drain() {
+                self.drain_waiting(&mut wait, &mut building, max_events, &mut breaker)?;
+            }
             if writing.is_none() && (building.is_full(max_events) || building.deadline(max_wait).is_some_and(|d| d <= Instant::now())) {
                 let batch = std::mem::replace(&mut building, self.new_batch());
                 writing = Some(Box::pin(self.write_until_done(batch, shutdown)));
@@ -116,9 +131,12 @@ impl<S: Sink> Pipeline<S> {
                     writing = None;
                     self.finish_write(&batch, outcome)?;
                 }
+                (schema_id, outcome) = async { wait.lookup().expect("checked").await }, if wait.lookup().is_some() => {
+                    self.lookup_finished(&mut wait, schema_id, outcome);
+                }
                 () = &mut batch_due, if armed.is_some() => {}
                 _ = commit_retry.tick() => self.commit_pending(),
-                message = self.consumer.recv(), if receive => self.accept(message, &mut building, shutdown).await?,
+                message = self.consumer.recv(), if receive => self.accept(message, &mut building, &mut wait, &mut breaker)?,
             }
         }
         if let Some(in_flight) = writing.take() {
@@ -134,13 +152,15 @@ impl<S: Sink> Pipeline<S> {
         Batch::new(self.shared.tracker().revocations())
     }
 
-    /// Decodes one record into the batch: an event, or a dead letter when it is poison. A
-    /// registry outage is retried here, so the record is never skipped.
-    async fn accept(
-        &self,
+    /// Takes one record in: into the batch as an event or a dead letter, or behind the records
+    /// waiting for a writer schema (`intake`). Never waits for anything, so the loop keeps
+    /// polling Kafka and driving the write in flight whatever the registry does.
+    fn accept<'a>(
+        &'a self,
         message: KafkaResult<BorrowedMessage<'_>>,
         batch: &mut Batch,
-        shutdown: &CancellationToken,
+        wait: &mut SchemaWait<'a>,
+        breaker: &mut PoisonBreaker,
     ) -> Result<(), RuntimeError> {
         let message = match message {
             Ok(message) => message,
@@ -152,43 +172,49 @@ impl<S: Sink> Pipeline<S> {
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
-        if !self.shared.tracker().received(partition, offset) {
-            tracing::debug!(partition, offset, "record of a partition no longer assigned; skipped for its new owner");
-            return Ok(());
+        {
+            let mut tracker = self.shared.tracker();
+            if !tracker.received(partition, offset) {
+                tracing::debug!(partition, offset, "record of a partition no longer assigned; skipped for its new owner");
+                return Ok(());
+            }
+            breaker.forget_after(tracker.revocations());
         }
         self.consumed.increment(1);
         let span = record_span(&message);
-        let mut backoff = Backoff::new(self.settings.retry_initial_backoff, self.settings.retry_max_backoff);
-        loop {
-            match self.decoder.decode(message.payload()).instrument(span.clone()).await {
-                Ok(event) => {
-                    let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
-                    batch.push(Record { event, partition, offset, ingested_at_ms }, span);
-                    return Ok(());
-                }
-                Err(DecodeError::Poison { reason, message: error }) => {
-                    tracing::warn!(parent: &span, partition, offset, %reason, %error, "poison record: dead-lettering");
-                    batch.push_dead_letter(DeadLetter::new(message.detach(), reason, error));
-                    return Ok(());
-                }
-                Err(DecodeError::Unavailable(error)) => {
-                    // The record stays in flight: nothing at or after it is committed.
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    let pause = backoff.next();
-                    tracing::warn!(partition, offset, %error, ?pause, "schema registry unavailable; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
+        if wait.is_waiting() {
+            // Behind a waiting record, so that each partition's records keep their order.
+            self.wait_for_schema(wait, None, message.detach(), span);
+            return Ok(());
+        }
+        match self.judge(&message) {
+            Ok(verdict) => {
+                let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
+                self.place(verdict, (partition, offset), ingested_at_ms, span, || message.detach(), batch, breaker)
+            }
+            Err(schema_id) => {
+                self.wait_for_schema(wait, Some(schema_id), message.detach(), span);
+                Ok(())
             }
         }
     }
 
     fn commit_pending(&self) {
         self.committer.lock().unwrap_or_else(|e| e.into_inner()).commit_pending(&self.consumer, &self.shared);
+    }
+
+    /// Pauses every assigned partition unless another part of the loop already holds a pause.
+    fn hold_pause(&self) {
+        if self.pause_holds.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.set_paused(true);
+        }
+    }
+
+    /// Resumes every assigned partition once no part of the loop holds a pause any more.
+    fn release_pause(&self) {
+        if self.pause_holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.set_paused(false);
+        }
     }
 
     fn set_paused(&self, paused: bool) {

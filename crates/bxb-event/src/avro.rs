@@ -170,11 +170,14 @@ pub enum ReadError {
     /// A well-formed datum whose value the event type cannot hold (a non-UUID organization, a
     /// malformed decimal).
     Field(FieldError),
+    /// Reading the datum would take more steps than its size pays for (only readers of other
+    /// writer schemas have a budget: see [`crate::writer_schema`]).
+    OverBudget(String),
 }
 
 /// Reads a datum written with exactly [`EVENT_SCHEMA`]: the mirror of [`write_datum`], without
-/// the generic value tree (the consumers' hot path). Datums of other writer schemas go through
-/// the generic reader and schema resolution instead.
+/// a value tree (the consumers' hot path). Datums of other writer schemas are read with the
+/// plan of [`crate::writer_schema`] instead.
 pub fn read_datum(mut datum: &[u8]) -> Result<Event, ReadError> {
     let input = &mut datum;
     let organization = read_str(input)?;
@@ -239,7 +242,7 @@ pub(crate) fn read_long(input: &mut &[u8]) -> Result<i64, ReadError> {
 }
 
 /// An Avro `string`, borrowed from the input.
-fn read_str<'a>(input: &mut &'a [u8]) -> Result<&'a str, ReadError> {
+pub(crate) fn read_str<'a>(input: &mut &'a [u8]) -> Result<&'a str, ReadError> {
     let len = read_long(input)?;
     let len = usize::try_from(len).map_err(|_| malformed(format!("negative string length {len}")))?;
     if len > input.len() {

@@ -16,6 +16,8 @@
 //! - [`registry`] registers that schema under subject `events-value` and encodes and decodes the
 //!   Confluent wire format (magic byte, schema id, Avro datum) through a Confluent-compatible
 //!   schema registry.
+//! - [`writer_schema`] decides which writer schemas a consumer reads (those that resolve to the
+//!   event record) and reads their datums under a budget, so no record can exhaust a consumer.
 
 pub mod avro;
 pub mod clock;
@@ -30,6 +32,7 @@ pub mod registry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod validate;
+pub mod writer_schema;
 
 pub use decimal::{Decimal, DecimalError, DECIMAL_MAX_PRECISION, DECIMAL_MAX_SCALE};
 pub use event::Event;

@@ -3,20 +3,31 @@
 //!
 //! A record value is `0x00`, the schema id as a big-endian `u32`, then the Avro datum. The
 //! gateway and direct producers register `schemas/avro/event.avsc` under `<topic>-value` with
-//! BACKWARD compatibility; consumers read any registered version and resolve it to the schema
-//! they were built with, so a producer that adds an optional field does not break them.
+//! BACKWARD compatibility; consumers read any writer schema that resolves to the schema they
+//! were built with ([`crate::writer_schema`]), so a producer that adds an optional field does
+//! not break them.
+//!
+//! - [`EventDecoder`] fetches a record's writer schema by id (`lookup`), judges it once and
+//!   reads datums with it (`decoder`).
+//! - A registry that cannot answer is a [`LookupError`], retried by the consumer, never a
+//!   [`PoisonReason`] (`poison`).
 
 use std::time::Duration;
 
-use apache_avro::types::Value;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
-use crate::avro::{self, EVENT_SCHEMA, EVENT_SCHEMA_JSON};
-use crate::validate::{self, FieldErrors};
+use crate::avro::{self, EVENT_SCHEMA_JSON};
 use crate::Event;
+
+mod decoder;
+mod lookup;
+mod poison;
+
+pub use decoder::{decode_event_datum, decode_with_plan, DecodeError, EventDecoder};
+pub use lookup::LookupError;
+pub use poison::{PoisonClass, PoisonReason};
 
 /// The registry of the local stack (`./dev/up`): the default of `BXB_SCHEMA_REGISTRY_URL`.
 pub const DEFAULT_REGISTRY_URL: &str = "http://127.0.0.1:18081/apis/ccompat/v7";
@@ -140,7 +151,7 @@ impl SchemaRegistry {
 
     /// A decoder sharing this registry's settings.
     pub fn decoder(&self) -> EventDecoder {
-        EventDecoder { inner: AvroDecoder::new(self.settings.clone()), is_event_schema: Default::default() }
+        EventDecoder::new(lookup::SchemaFetcher::new(&self.args, self.http.clone()))
     }
 }
 
@@ -182,148 +193,14 @@ pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Why a record value could not become an event.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The registry could not be reached: transient, retry the record later.
-    #[error("schema registry unavailable: {0}")]
-    Unavailable(String),
-    /// The record can never be decoded: dead-letter it with this reason.
-    #[error("{reason}: {message}")]
-    Poison { reason: PoisonReason, message: String },
-}
-
-/// The stable reason of a poison record, used in DLQ headers and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PoisonReason {
-    /// Empty value, or not starting with the magic byte and a schema id.
-    InvalidWireFormat,
-    /// The registry does not know the schema id.
-    UnknownSchema,
-    /// The bytes are not a datum of the writer schema.
-    InvalidAvro,
-    /// The writer schema cannot be resolved to the event schema (another record type).
-    IncompatibleSchema,
-    /// The event breaks a field rule.
-    InvalidFields,
-}
-
-impl PoisonReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidWireFormat => "invalid_wire_format",
-            Self::UnknownSchema => "unknown_schema",
-            Self::InvalidAvro => "invalid_avro",
-            Self::IncompatibleSchema => "incompatible_schema",
-            Self::InvalidFields => "invalid_fields",
-        }
-    }
-}
-
-impl std::fmt::Display for PoisonReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-fn poison(reason: PoisonReason, message: impl Into<String>) -> DecodeError {
-    DecodeError::Poison { reason, message: message.into() }
-}
-
-/// Reads record values written with any registered version of the event schema.
-pub struct EventDecoder {
-    inner: AvroDecoder,
-    /// Per schema id: whether the writer schema is exactly the event schema, so the datum can be
-    /// read directly (`avro::read_datum`) instead of through the generic reader and resolution.
-    is_event_schema: std::sync::RwLock<std::collections::HashMap<u32, bool>>,
-}
-
-impl EventDecoder {
-    /// Decodes and validates one record value.
-    pub async fn decode(&self, bytes: Option<&[u8]>) -> Result<Event, DecodeError> {
-        let (schema_id, datum) = unframe(bytes.unwrap_or_default())?;
-        let writer = self.inner.get_schema(schema_id).await.map_err(|e| {
-            if e.retriable {
-                DecodeError::Unavailable(e.to_string())
-            } else {
-                poison(PoisonReason::UnknownSchema, format!("schema id {schema_id}: {}", e.error))
-            }
-        })?;
-        let direct = self.is_event_schema(schema_id, &writer.parsed);
-        decode_event_datum(&writer.parsed, direct, datum)
-    }
-}
-
 /// Splits a record value in the Confluent wire format into its schema id and Avro datum.
 pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match bytes {
         [MAGIC_BYTE, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
-        _ => Err(poison(
+        _ => Err(decoder::poison(
             PoisonReason::InvalidWireFormat,
             format!("{} bytes not in the Confluent wire format (magic byte 0, 4-byte schema id, datum)", bytes.len()),
         )),
-    }
-}
-
-/// Decodes and validates a datum written with `writer`, once its schema is known: `direct` when
-/// `writer` is exactly [`EVENT_SCHEMA`] (read by [`avro::read_datum`]), otherwise through the
-/// generic reader and schema resolution. Pure, so hostile bytes can be thrown at it without a
-/// registry.
-pub fn decode_event_datum(writer: &apache_avro::Schema, direct: bool, datum: &[u8]) -> Result<Event, DecodeError> {
-    let event = if direct {
-        avro::read_datum(datum).map_err(|e| match e {
-            avro::ReadError::Malformed(message) => poison(PoisonReason::InvalidAvro, message),
-            avro::ReadError::Field(e) => poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()),
-        })?
-    } else {
-        let value = decode_datum(writer, datum)?;
-        avro::from_value(value).map_err(|e| poison(PoisonReason::InvalidFields, FieldErrors(vec![e]).to_string()))?
-    };
-    validate::validate(&event).map_err(|e| poison(PoisonReason::InvalidFields, e.to_string()))?;
-    Ok(event)
-}
-
-impl EventDecoder {
-    fn is_event_schema(&self, schema_id: u32, writer: &apache_avro::Schema) -> bool {
-        if let Some(known) = self.is_event_schema.read().expect("schema cache lock").get(&schema_id) {
-            return *known;
-        }
-        let same = writer.canonical_form() == EVENT_SCHEMA.canonical_form();
-        self.is_event_schema.write().expect("schema cache lock").insert(schema_id, same);
-        same
-    }
-}
-
-fn decode_datum(writer: &apache_avro::Schema, datum: &[u8]) -> Result<Value, DecodeError> {
-    avro::limit_allocations();
-    let mut input = DatumInput { rest: datum, read_past_end: false };
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-        .build()
-        .and_then(|reader| reader.read_value(&mut input))
-        .map_err(|e| poison(PoisonReason::InvalidAvro, e.to_string()))?;
-    if input.read_past_end {
-        return Err(poison(PoisonReason::InvalidAvro, "the datum ends before its last field"));
-    }
-    if !input.rest.is_empty() {
-        return Err(poison(PoisonReason::InvalidAvro, format!("{} bytes left after the datum", input.rest.len())));
-    }
-    value.resolve(&EVENT_SCHEMA).map_err(|e| poison(PoisonReason::IncompatibleSchema, e.to_string()))
-}
-
-/// The datum as the generic reader reads it, noting a read past its end: that reader turns a
-/// string or a union cut off by the end of the input into a null rather than an error, so a
-/// truncated record would otherwise decode with its last fields silently missing.
-struct DatumInput<'a> {
-    rest: &'a [u8],
-    read_past_end: bool,
-}
-
-impl std::io::Read for DatumInput<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if buf.len() > self.rest.len() {
-            self.read_past_end = true;
-        }
-        self.rest.read(buf)
     }
 }
 
@@ -356,57 +233,6 @@ mod tests {
     #[test]
     fn frames_with_magic_byte_and_big_endian_id() {
         assert_eq!(frame(0x01020304, &[9, 9]), [0, 1, 2, 3, 4, 9, 9]);
-    }
-
-    #[test]
-    fn another_record_type_is_incompatible() {
-        let other = apache_avro::Schema::parse_str(r#"{"type":"record","name":"Other","fields":[{"name":"x","type":"long"}]}"#).unwrap();
-        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&other)
-            .build()
-            .unwrap()
-            .write_value_to_vec(Value::Record(vec![("x".into(), Value::Long(1))]))
-            .unwrap();
-        match decode_datum(&other, &datum) {
-            Err(DecodeError::Poison { reason, .. }) => assert_eq!(reason, PoisonReason::IncompatibleSchema),
-            other => panic!("expected a poison error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_truncated_datum_is_invalid_avro_on_both_paths() {
-        // Found by fuzzing: the generic reader read a datum cut before its unions as nulls, and
-        // one cut inside a string as an incompatible schema.
-        let datum = avro::to_datum(&event());
-        for cut in 0..datum.len() {
-            for direct in [true, false] {
-                match decode_event_datum(&EVENT_SCHEMA, direct, &datum[..cut]) {
-                    Err(DecodeError::Poison { reason, .. }) => assert_eq!(reason, PoisonReason::InvalidAvro, "cut at {cut}"),
-                    other => panic!("cut at {cut} (direct: {direct}): {other:?}"),
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_length_prefix_cannot_make_the_generic_reader_allocate_much() {
-        // Found by fuzzing: 10 bytes claiming a 400 MB string made the reader allocate 400 MB.
-        let mut datum = Vec::new();
-        avro::write_long(100 * 1024 * 1024, &mut datum);
-        datum.extend_from_slice(b"abc");
-        match decode_event_datum(&EVENT_SCHEMA, false, &datum) {
-            Err(DecodeError::Poison { reason, message }) => {
-                assert_eq!(reason, PoisonReason::InvalidAvro);
-                assert!(message.contains(&format!("maximum allowed: {}", avro::MAX_ALLOCATION_BYTES)), "{message}");
-            }
-            other => panic!("expected a poison error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn random_bytes_are_invalid_avro() {
-        match decode_datum(&EVENT_SCHEMA, &[0xff, 0xff, 0xff]) {
-            Err(DecodeError::Poison { reason, .. }) => assert_eq!(reason, PoisonReason::InvalidAvro),
-            other => panic!("expected a poison error, got {other:?}"),
-        }
+        assert_eq!(unframe(&[0, 1, 2, 3, 4, 9, 9]).unwrap(), (0x01020304, &[9u8, 9][..]));
     }
 }

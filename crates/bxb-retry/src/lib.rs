@@ -43,6 +43,11 @@ impl Backoff {
         self.next_with(&mut rand::rng())
     }
 
+    /// Starts again from the initial pause, after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempt

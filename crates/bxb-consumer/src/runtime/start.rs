@@ -1,7 +1,7 @@
 //! Before the loop: the consumer's librdkafka settings, the check that both topics exist
 //! (retried while the brokers cannot be reached), the dead-letter producer and the subscription.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ impl<S: Sink> Pipeline<S> {
         settings: Settings,
         decoder: EventDecoder,
         sink: Arc<S>,
-        sink_ready: Arc<AtomicBool>,
+        (sink_ready, registry_ready): (Arc<AtomicBool>, Arc<AtomicBool>),
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, RuntimeError> {
         let topics = [settings.topic.clone(), settings.dlq_topic.clone()];
@@ -43,7 +43,21 @@ impl<S: Sink> Pipeline<S> {
         tracing::info!(topic = %settings.topic, group = %settings.group_id, sink = sink.name(), "consuming");
         let (consumer, committer) = (Arc::new(consumer), Default::default());
         let consumed = ::metrics::counter!(metrics::CONSUMED, "sink" => sink.name());
-        Ok(Some(Self { settings, consumer, shared, committer, decoder, dead_letters, sink, sink_ready, consumed }))
+        let records_waiting = ::metrics::gauge!(metrics::RECORDS_WAITING, "sink" => sink.name());
+        Ok(Some(Self {
+            settings,
+            consumer,
+            shared,
+            committer,
+            decoder,
+            dead_letters,
+            sink,
+            sink_ready,
+            registry_ready,
+            pause_holds: AtomicUsize::new(0),
+            consumed,
+            records_waiting,
+        }))
     }
 }
 

@@ -59,7 +59,7 @@ impl<S: Sink> Pipeline<S> {
                         break Ok(false);
                     }
                     if !paused {
-                        self.set_paused(true);
+                        self.hold_pause();
                         paused = true;
                     }
                     let pause = backoff.next();
@@ -73,7 +73,7 @@ impl<S: Sink> Pipeline<S> {
             }
         };
         if paused {
-            self.set_paused(false);
+            self.release_pause();
         }
         (batch, outcome)
     }
