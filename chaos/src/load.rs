@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bxb_harness::GatewayClient;
+use bxb_retry::Backoff;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
@@ -134,7 +135,7 @@ struct Outcome {
 /// Posts one batch until `202`; backs off on 408/429/5xx and on transport errors.
 async fn until_accepted(gateway: &Gateway, organization: usize, body: String, deadline: Instant, progress: &Progress) -> Outcome {
     let mut outcome = Outcome { result: Finish::Deadline, attempts: 0, transport_errors: 0, statuses: BTreeMap::new() };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while Instant::now() < deadline {
         outcome.attempts += 1;
         progress.attempts.fetch_add(1, Ordering::Relaxed);
@@ -152,15 +153,14 @@ async fn until_accepted(gateway: &Gateway, organization: usize, body: String, de
                     return outcome;
                 }
                 progress.unavailable.fetch_add(1, Ordering::Relaxed);
-                retry_after(&response).unwrap_or(backoff)
+                retry_after(&response).unwrap_or_else(|| backoff.next())
             }
             Err(_) => {
                 outcome.transport_errors += 1;
-                backoff
+                backoff.next()
             }
         };
         tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     outcome
 }
