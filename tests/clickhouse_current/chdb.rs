@@ -77,10 +77,9 @@ pub fn run(statements: &[Statement]) -> Run {
     for (statement, outcome) in statements.iter().zip(answer.results) {
         match outcome {
             Outcome::Output { output } => outputs.push(output),
-            Outcome::Error { error } => panic!(
-                "ClickHouse {} refused {}: {error}\n--- statement ---\n{}",
-                answer.version, statement.label, statement.sql
-            ),
+            Outcome::Error { error } => {
+                panic!("ClickHouse {} refused {}: {error}\n--- statement ---\n{}", answer.version, statement.label, statement.sql)
+            }
         }
     }
     assert_eq!(outputs.len(), statements.len(), "chdb answered fewer statements than it was sent; stderr: {stderr}");

@@ -59,7 +59,11 @@ pub fn batches() -> Vec<Vec<Record>> {
                 code: CODES[(i / 3) % 3].to_owned(),
                 // Every 23 minutes, at odd milliseconds: 34.5 hours from BASE_MS.
                 timestamp_ms: BASE_MS + i as i64 * 23 * 60_000 + (i as i64 * 7919) % 1000,
-                properties: if i.is_multiple_of(11) { r#"{"note":"it's \"quoted\" \\ here","n":1}"#.to_owned() } else { format!(r#"{{"n":{i}}}"#) },
+                properties: if i.is_multiple_of(11) {
+                    r#"{"note":"it's \"quoted\" \\ here","n":1}"#.to_owned()
+                } else {
+                    format!(r#"{{"n":{i}}}"#)
+                },
                 value: value(i, 0),
                 decimal_value: decimal(i, 0),
             };
@@ -218,7 +222,14 @@ pub fn tsv_lines(output: &str) -> Vec<String> {
             let [org, code, bucket, events, value, decimal] = fields[..] else { panic!("six columns expected: {l:?}") };
             let decimal: Decimal = parse("decimal_value_sum", decimal);
             let scaled = decimal.to_scaled_i128(DECIMAL_SCALE).expect("fits Decimal(38, 12)");
-            line(parse("organization_id", org), code, parse("bucket_start_ms", bucket), parse("events", events), parse("value_sum", value), scaled)
+            line(
+                parse("organization_id", org),
+                code,
+                parse("bucket_start_ms", bucket),
+                parse("events", events),
+                parse("value_sum", value),
+                scaled,
+            )
         })
         .collect()
 }
@@ -236,7 +247,9 @@ mod tests {
 
     #[test]
     fn scaled_decimals_print_canonically() {
-        for (scaled, text) in [(0, "0"), (1, "0.000000000001"), (-1_500_000_000_000, "-1.5"), (10i128.pow(38) - 1, "99999999999999999999999999.999999999999")] {
+        for (scaled, text) in
+            [(0, "0"), (1, "0.000000000001"), (-1_500_000_000_000, "-1.5"), (10i128.pow(38) - 1, "99999999999999999999999999.999999999999")]
+        {
             assert_eq!(scaled_text(scaled), text);
         }
     }
