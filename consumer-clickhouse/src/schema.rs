@@ -15,6 +15,14 @@ fn clickhouse_error(action: &'static str) -> impl FnOnce(clickhouse::error::Erro
     move |source| SetupError::ClickHouse { action, source }
 }
 
+/// The columns of a table as the start-up check reads them, with the database and table names
+/// bound to `?`; answered as [`Column`]s.
+pub const COLUMNS_QUERY: &str = "SELECT name, type, default_kind FROM system.columns WHERE database = ? AND table = ?";
+
+/// Whether the server limits the partitions of one insert: `count()` of that setting (1 on
+/// current releases, 0 on 18.16).
+pub const PARTITION_LIMIT_QUERY: &str = "SELECT count() FROM system.settings WHERE name = 'max_partitions_per_insert_block'";
+
 /// What the server supports that the inserts adapt to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerFeatures {
@@ -38,15 +46,16 @@ pub async fn check(args: &ClickHouseArgs) -> Result<ServerFeatures, SetupError> 
     let server = args.server_client();
     verify_columns(&server, &args.database).await?;
     let limit_settings: u64 = server
-        .query("SELECT count() FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
+        .query(PARTITION_LIMIT_QUERY)
         .fetch_one()
         .await
         .map_err(clickhouse_error("reading the server settings"))?;
     Ok(ServerFeatures { limits_partitions_per_insert: limit_settings > 0 })
 }
 
+/// One row of [`COLUMNS_QUERY`].
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
-pub(crate) struct Column {
+pub struct Column {
     pub name: String,
     pub r#type: String,
     pub default_kind: String,
@@ -56,7 +65,7 @@ pub(crate) struct Column {
 /// to any database (or none).
 pub async fn verify_columns(client: &clickhouse::Client, database: &str) -> Result<(), SetupError> {
     let columns: Vec<Column> = client
-        .query("SELECT name, type, default_kind FROM system.columns WHERE database = ? AND table = ?")
+        .query(COLUMNS_QUERY)
         .bind(database)
         .bind(EVENTS_RAW_TABLE)
         .fetch_all()
@@ -74,7 +83,7 @@ pub async fn verify_columns(client: &clickhouse::Client, database: &str) -> Resu
 /// What differs, in words, or `None`. Every expected column must exist with exactly its type;
 /// the version must be computed by the table; other columns are allowed only if the table
 /// fills them itself (the insert does not name them).
-pub(crate) fn column_differences(actual: &[Column]) -> Option<String> {
+pub fn column_differences(actual: &[Column]) -> Option<String> {
     let mut problems = Vec::new();
     for (name, expected_type) in EVENTS_RAW_COLUMNS {
         match actual.iter().find(|c| c.name == *name) {

@@ -3,6 +3,10 @@
 //!
 //! `events_raw` is owned by consumer-clickhouse: it writes the table, and checks at start that
 //! its columns are the ones it writes. `bxbctl verify` and the billing queries only read it.
+//!
+//! Every statement is a constant (or, for the database name, a function) so that
+//! `tests/clickhouse_current.rs` runs the very text the deployments send, on 18.16 and on the
+//! current engine.
 
 /// `CREATE TABLE IF NOT EXISTS events_raw`, run in the configured database.
 pub const EVENTS_RAW_DDL: &str = include_str!("events_raw.sql");
@@ -14,6 +18,18 @@ pub const EVENTS_RAW_TABLE: &str = "events_raw";
 /// `{name:Type}` (ClickHouse query parameters on current releases; substituted client-side for
 /// 18.16 by `bxb_consumer_clickhouse::billing`).
 pub const USAGE_QUERY: &str = include_str!("queries/usage.sql");
+
+/// Whether the database exists: `count()` of it, with the database name bound to `?`.
+pub const DATABASE_EXISTS_QUERY: &str = "SELECT count() FROM system.databases WHERE name = ?";
+
+/// Whether the table exists: `count()` of it, with the database and table names bound to `?`.
+pub const TABLE_EXISTS_QUERY: &str = "SELECT count() FROM system.tables WHERE database = ? AND name = ?";
+
+/// `CREATE DATABASE IF NOT EXISTS` for `database`, which must be a plain identifier
+/// ([`is_plain_identifier`]; `migrate` checks it).
+pub fn create_database_sql(database: &str) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS `{database}`")
+}
 
 /// Whether `name` can be used as a database name as it is: `[A-Za-z_][A-Za-z0-9_]*`, at most
 /// 200 bytes. The DDL quotes it, but a name that needs quoting is refused rather than escaped.
@@ -29,7 +45,7 @@ pub use apply::*;
 
 #[cfg(feature = "clickhouse")]
 mod apply {
-    use super::{is_plain_identifier, EVENTS_RAW_DDL, EVENTS_RAW_TABLE};
+    use super::{create_database_sql, is_plain_identifier, DATABASE_EXISTS_QUERY, EVENTS_RAW_DDL, EVENTS_RAW_TABLE, TABLE_EXISTS_QUERY};
 
     /// Why the DDL could not be applied.
     #[derive(Debug, thiserror::Error)]
@@ -60,14 +76,14 @@ mod apply {
         }
         let mut created = Vec::new();
         let databases: u64 = server
-            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .query(DATABASE_EXISTS_QUERY)
             .bind(database)
             .fetch_one()
             .await
             .map_err(failed("checking the database"))?;
         if databases == 0 {
             server
-                .query_raw(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+                .query_raw(&create_database_sql(database))
                 .execute()
                 .await
                 .map_err(failed("creating the database"))?;
@@ -75,7 +91,7 @@ mod apply {
         }
         let client = server.clone().with_database(database);
         let tables: u64 = client
-            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+            .query(TABLE_EXISTS_QUERY)
             .bind(database)
             .bind(EVENTS_RAW_TABLE)
             .fetch_one()

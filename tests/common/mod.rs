@@ -1,4 +1,4 @@
-//! Helpers for the integration suites: where the real services are, names no other test uses,
+//! Helpers for the integration suites: where the real services and tools are, names no other test uses,
 //! and topics that live for one test.
 //!
 //! Service addresses come from the `BXB_*` variables that `./dev/up` and `./dev/test` write to
@@ -8,6 +8,7 @@ pub mod databases;
 pub mod dead_letters;
 pub mod kafka;
 pub mod registry_stand_in;
+pub mod tools;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
