@@ -161,6 +161,8 @@ async fn hostile_writer_schemas_and_a_key_mismatch_are_dead_lettered_and_the_goo
     let uppercase_key = key.to_uppercase();
     let uppercase = encoder.encode(&events_of(org, "uppercase", 1)[0]);
 
+    // (what it is, its Kafka key, its value, the dead-letter reason it must get)
+    #[allow(clippy::type_complexity, reason = "a table of cases, its columns named above")]
     let cases: Vec<(&str, Option<&[u8]>, &[u8], &str)> = vec![
         ("a recursive writer schema, 400 KB deep", Some(key.as_bytes()), &recursive, "incompatible_schema"),
         ("a writer schema nested 100 deep", Some(key.as_bytes()), &deep, "incompatible_schema"),
