@@ -305,6 +305,8 @@ async fn a_registry_outage_pauses_the_consumer_which_serves_rebalances_and_carri
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // If its leave is lost, its partitions come back within this, not librdkafka's 45 s.
+            .set("session.timeout.ms", "6000")
             .create()
             .expect("a second member"),
     );
@@ -324,6 +326,8 @@ async fn a_registry_outage_pauses_the_consumer_which_serves_rebalances_and_carri
     polling.abort();
     let _ = polling.await;
     let member = Arc::try_unwrap(member).unwrap_or_else(|_| panic!("the member is not shared any more"));
+    // Leaves the group: its partitions, possibly the one whose records wait, go back to the consumer.
+    member.unsubscribe();
     tokio::task::spawn_blocking(move || drop(member)).await.unwrap();
     assert_eq!(pipeline.row_count().await, 10);
 

@@ -1,6 +1,6 @@
 //! The rebalance callbacks: before partitions are handed over, commit what is written of them
 //! and forget their in-flight records (the new owner reads them again); after an assignment,
-//! start the new partitions fresh, paused if a batch is being retried.
+//! start the new partitions fresh, paused if the loop holds a pause and resumed otherwise.
 
 use std::sync::atomic::Ordering;
 
@@ -32,10 +32,13 @@ impl ConsumerContext for RuntimeContext {
             let partitions = self.shared.partitions_of(tpl);
             self.shared.tracker().assign(partitions.iter().copied());
             tracing::info!(?partitions, "partitions assigned");
-            if self.shared.paused.load(Ordering::SeqCst) {
-                if let Err(error) = consumer.pause(tpl) {
-                    tracing::warn!(%error, "could not pause newly assigned partitions");
-                }
+            // Set the state either way: librdkafka keeps a partition's pause across its revocation,
+            // so a partition revoked while paused and assigned again after the pause ended would
+            // otherwise never be fetched again (found by tests/hostile_consumer.rs).
+            let paused = self.shared.paused.load(Ordering::SeqCst);
+            let set = if paused { consumer.pause(tpl) } else { consumer.resume(tpl) };
+            if let Err(error) = set {
+                tracing::warn!(%error, paused, "could not pause or resume newly assigned partitions");
             }
         }
     }
