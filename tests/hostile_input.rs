@@ -6,6 +6,10 @@
 mod harness;
 #[path = "gateway/connections.rs"]
 mod connections;
+#[path = "gateway/bounded_errors.rs"]
+mod bounded_errors;
+#[path = "gateway/over_limit.rs"]
+mod over_limit;
 
 use std::time::{Duration, Instant};
 

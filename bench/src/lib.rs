@@ -8,6 +8,7 @@
 //! Kafka backlog ──▶ consumer-clickhouse ──▶ CH     vs  clickhouse crate inserts ──▶ CH
 //! Kafka backlog ──▶ consumer-postgres ──▶ PG       vs  binary COPY ──▶ PG
 //! gateway 202 ──▶ … ──▶ row visible in CH and PG   (probe events, polled)
+//! hostile bodies of the body limit ──▶ gateway      (its peak RSS, its largest answer)
 //! ```
 //!
 //! The binaries run as processes (`target/release/*`) with their own port, topic, group and
@@ -21,6 +22,7 @@ pub mod drain;
 pub mod e2e;
 pub mod events;
 pub mod gateway;
+pub mod hostile;
 pub mod raw;
 pub mod report;
 pub mod run;

@@ -94,6 +94,8 @@ pub struct Report {
     pub clickhouse: Option<DrainFigures>,
     pub postgres: Option<DrainFigures>,
     pub end_to_end: Option<EndToEndFigures>,
+    /// The gateway under hostile bodies: its memory and its largest answer.
+    pub hostile: Option<crate::hostile::HostileFigures>,
     /// In-process cost of the consumers' CPU stages (decode, row mapping, COPY encoding).
     pub stage_costs: Option<crate::raw::StageCosts>,
     /// Peak resident memory (VmHWM) per binary and phase, in bytes.
@@ -120,6 +122,8 @@ impl Goal {
 }
 
 pub const RSS_GOAL_BYTES: f64 = 100.0 * 1024.0 * 1024.0;
+/// Issue 14: a refused request's answer stays small, whatever its body held.
+pub const HOSTILE_RESPONSE_GOAL_BYTES: f64 = 64.0 * 1024.0;
 
 impl Report {
     /// The gateway's figures when its phase ran (the drain phase alone fills in only the raw
@@ -167,6 +171,7 @@ impl Report {
             Goal::new("clickhouse_vs_raw_insert", self.clickhouse_vs_raw_insert(), 0.7, true),
             Goal::new("postgres_vs_raw_copy", self.postgres_vs_raw_copy(), 0.6, true),
             Goal::new("e2e_p99_ms", self.e2e_p99_ms(), 2000.0, false),
+            Goal::new("hostile_largest_response_bytes", self.hostile.as_ref().map(|h| h.largest_response_bytes as f64), HOSTILE_RESPONSE_GOAL_BYTES, false),
         ];
         let mut peaks: BTreeMap<&str, u64> = BTreeMap::new();
         for (key, bytes) in &self.peak_rss_bytes {
@@ -250,6 +255,18 @@ impl Report {
                 let _ = writeln!(out, "end to end at {} events/s, 202 -> {store}: {text} ({} probes, {missing} missing)", e.offered_events_per_s, e.probes);
             }
         }
+        if let Some(h) = &self.hostile {
+            let rss = |bytes: Option<u64>| bytes.map_or("-".into(), |b| format!("{:.1} MiB", mib(b)));
+            let _ = writeln!(
+                out,
+                "gateway under hostile bodies of {:.1} MiB, {} clients for {:.0} s: peak RSS {} (before the load {}), largest answer {} bytes",
+                h.body_limit_bytes as f64 / 1024.0 / 1024.0, h.concurrency, h.seconds, rss(h.gateway_peak_rss_bytes), rss(h.gateway_rss_before_bytes), h.largest_response_bytes
+            );
+            for k in &h.kinds {
+                let statuses: Vec<String> = k.statuses.iter().map(|(status, n)| format!("{n} x {status}")).collect();
+                let _ = writeln!(out, "  {:<16} {:>9} bytes: {:>5} requests ({}), mean {:.0} ms, largest answer {} bytes", k.kind, k.body_bytes, k.requests, statuses.join(", "), k.mean_ms, k.largest_response_bytes);
+            }
+        }
         for (key, bytes) in &self.peak_rss_bytes {
             let _ = writeln!(out, "peak RSS {key:<36} {:>8.1} MiB", mib(*bytes));
         }
@@ -322,6 +339,14 @@ mod tests {
         assert_eq!(met("postgres_vs_raw_copy"), Some(false));
         assert_eq!(met("e2e_p99_ms"), Some(false));
         assert_eq!(met("gateway_peak_rss_mib"), Some(false));
+        assert_eq!(met("hostile_largest_response_bytes"), None, "the hostile phase did not run");
+        let hostile = |largest_response_bytes| Report {
+            hostile: Some(crate::hostile::HostileFigures { largest_response_bytes, ..Default::default() }),
+            ..Default::default()
+        };
+        let met_hostile = |r: Report| r.goals().into_iter().find(|g| g.name == "hostile_largest_response_bytes").unwrap().met;
+        assert_eq!(met_hostile(hostile(65_536)), Some(true));
+        assert_eq!(met_hostile(hostile(71_000_000)), Some(false));
         assert!(Report::default().goals().iter().all(|g| g.met.is_none()));
         let drain_only = Report { gateway: Some(GatewayFigures { raw_producer_events_per_s: 1.0, ..Default::default() }), ..Default::default() };
         assert_eq!(drain_only.gateway_vs_raw_producer(), None, "the gateway phase did not run");

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::drain::{self, consumer_setup};
 use crate::gateway;
+use crate::hostile::{self, HostileFigures};
 use crate::report::{DrainFigures, Environment, GatewayFigures, Report};
 use crate::settings::{BenchArgs, Phase, Sizes};
 
@@ -50,7 +51,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<Report> {
         backlog_topic: None,
     };
     let phases = bench.args.phases.clone();
-    for phase in [Phase::Gateway, Phase::Drain, Phase::E2e] {
+    for phase in [Phase::Gateway, Phase::Drain, Phase::E2e, Phase::Hostile] {
         if !phases.contains(&phase) {
             continue;
         }
@@ -58,6 +59,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<Report> {
             Phase::Gateway => bench.gateway_phase().await,
             Phase::Drain => bench.drain_phase().await,
             Phase::E2e => bench.e2e_phase().await,
+            Phase::Hostile => bench.hostile_phase().await,
         };
         if let Err(error) = result {
             bench.report.errors.push(format!("{phase:?}: {error:#}"));
@@ -296,6 +298,35 @@ impl Bench {
             let _ = process.stop().await;
         }
         self.report.end_to_end = Some(result?);
+        Ok(())
+    }
+
+    /// The gateway with its default body and batch limits under [`hostile::CONCURRENCY`] clients
+    /// of hostile bodies; its peak RSS is reported with the phase, not with the load phases.
+    async fn hostile_phase(&mut self) -> anyhow::Result<()> {
+        let topic = self.topic("hostile").await?;
+        let (key_file, keys) = self.keys("hostile", 1).await?;
+        let mut env = gateway::gateway_env(&self.args, &topic, &key_file);
+        env.push(("BXB_MAX_BODY_BYTES".into(), hostile::BODY_LIMIT_BYTES.to_string()));
+        env.push(("BXB_MAX_BATCH_EVENTS".into(), hostile::BATCH_EVENTS.to_string()));
+        let process = process::start(&self.args.bin_dir, "gateway", "gateway-hostile", &env, &self.args.work_dir).await?;
+        let client = bxb_harness::http::client(std::time::Duration::from_secs(120), hostile::CONCURRENCY)?;
+        let target = Arc::new(bxb_harness::GatewayClient::new(client, process.port));
+        let rss_before = process.peak_rss_bytes();
+        let bar = self.bar(0, &format!("gateway hostile bodies x{}", hostile::CONCURRENCY));
+        let (kinds, seconds) = hostile::load(target, &keys[0], self.sizes.hostile, &bar).await;
+        bar.finish();
+        let peak = process.peak_rss_bytes();
+        process.stop().await?;
+        self.report.hostile = Some(HostileFigures {
+            concurrency: hostile::CONCURRENCY,
+            seconds,
+            body_limit_bytes: hostile::BODY_LIMIT_BYTES,
+            gateway_rss_before_bytes: rss_before,
+            gateway_peak_rss_bytes: peak,
+            largest_response_bytes: kinds.iter().map(|k| k.largest_response_bytes).max().unwrap_or(0),
+            kinds,
+        });
         Ok(())
     }
 

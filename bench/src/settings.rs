@@ -12,8 +12,8 @@ pub struct BenchArgs {
     /// A few minutes instead of the full run: smaller backlog, shorter phases.
     #[arg(long)]
     pub quick: bool,
-    /// Phases to run, comma-separated: gateway, drain, e2e.
-    #[arg(long, value_delimiter = ',', default_value = "gateway,drain,e2e")]
+    /// Phases to run, comma-separated: gateway, drain, e2e, hostile.
+    #[arg(long, value_delimiter = ',', default_value = "gateway,drain,e2e,hostile")]
     pub phases: Vec<Phase>,
     /// Where the JSON report goes.
     #[arg(long = "output", env = "BXB_BENCH_OUTPUT", default_value = ".dev/bench.json")]
@@ -47,6 +47,8 @@ pub enum Phase {
     Gateway,
     Drain,
     E2e,
+    /// The gateway's memory under bodies made to cost the most (`hostile`).
+    Hostile,
 }
 
 /// The size of a run.
@@ -56,6 +58,8 @@ pub struct Sizes {
     pub gateway_load: Duration,
     pub rate_step: Duration,
     pub e2e: Duration,
+    /// How long the hostile clients send.
+    pub hostile: Duration,
     /// The consumers' `BXB_BATCH_MAX_EVENTS`, also the batch size of the raw inserts.
     pub batch_events: usize,
 }
@@ -63,9 +67,9 @@ pub struct Sizes {
 impl Sizes {
     pub fn of(args: &BenchArgs) -> Self {
         let mut sizes = if args.quick {
-            Self { backlog_events: 100_000, gateway_load: Duration::from_secs(8), rate_step: Duration::from_secs(5), e2e: Duration::from_secs(15), batch_events: 10_000 }
+            Self { backlog_events: 100_000, gateway_load: Duration::from_secs(8), rate_step: Duration::from_secs(5), e2e: Duration::from_secs(15), hostile: Duration::from_secs(10), batch_events: 10_000 }
         } else {
-            Self { backlog_events: 1_000_000, gateway_load: Duration::from_secs(30), rate_step: Duration::from_secs(20), e2e: Duration::from_secs(60), batch_events: 10_000 }
+            Self { backlog_events: 1_000_000, gateway_load: Duration::from_secs(30), rate_step: Duration::from_secs(20), e2e: Duration::from_secs(60), hostile: Duration::from_secs(30), batch_events: 10_000 }
         };
         if let Some(n) = args.backlog_events {
             sizes.backlog_events = n;

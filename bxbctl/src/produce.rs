@@ -50,6 +50,7 @@ struct LineRefusal<'a> {
     code: &'static str,
     message: String,
     errors: &'a [Problem],
+    total_errors: usize,
 }
 
 fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
@@ -64,7 +65,7 @@ fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
         Ok(mut events) => Ok(events.remove(0)),
         Err(rejection) => {
             let refusal = &rejection.refusal;
-            let shown = LineRefusal { code: refusal.code(), message: refusal.to_string(), errors: refusal.problems() };
+            let shown = LineRefusal { code: refusal.code(), message: refusal.to_string(), errors: refusal.problems(), total_errors: refusal.total_problems() };
             Err(serde_json::to_string(&shown).unwrap_or(shown.message))
         }
     }

@@ -2,10 +2,14 @@
 //! stable `code` of the JSON body, the `Retry-After` header and the log level. The refusals of the
 //! parser ([`bxb_event::ingest::Refusal`]) and the errors of publishing
 //! ([`bxb_publish::PublishError`]) become gateway errors here and nowhere else.
+//!
+//! A body stays small whatever the request held: problems come as a [`ProblemList`] (the first
+//! ones, at most `MAX_LISTED_PROBLEMS`, plus the count of all), so an error answer is at most
+//! `bxb_event::ingest::MAX_ERROR_BODY_BYTES` (64 KiB).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bxb_event::ingest::{Problem, Refusal};
+use bxb_event::ingest::{Problem, ProblemList, Refusal};
 use bxb_publish::PublishError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -33,11 +37,7 @@ impl From<Problem> for EventError {
     }
 }
 
-fn event_errors(problems: Vec<Problem>) -> Vec<EventError> {
-    problems.into_iter().map(EventError::from).collect()
-}
-
-/// The body of every error response.
+/// The body of every error response, at most 64 KiB.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable reason, e.g. `validation_failed`.
@@ -45,8 +45,14 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
-    /// Every problem by event and field (empty when the error is not about events).
+    /// The problems by event and field, in the order they were found: all of them, or the first
+    /// 100 (fewer if their text passes 48 KiB) when there are more (empty when the error is not
+    /// about events).
+    #[schema(max_items = 100)]
     pub errors: Vec<EventError>,
+    /// How many problems there are in all; more than `errors` lists when it was cut.
+    #[schema(example = 3)]
+    pub total_errors: usize,
 }
 
 /// Why a request was not accepted.
@@ -63,7 +69,7 @@ pub enum GatewayError {
     RevokedApiKey,
     /// An event names another organization than the one of the API key.
     #[error("events may only be sent for the organization of the API key")]
-    OrganizationMismatch { errors: Vec<EventError> },
+    OrganizationMismatch { problems: ProblemList },
     /// The body is not declared as JSON.
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedContentType,
@@ -78,10 +84,10 @@ pub enum GatewayError {
     BatchTooLarge { events: usize, limit: usize },
     /// An event, encoded, is larger than a Kafka record may be.
     #[error("events too large to publish")]
-    RecordTooLarge { errors: Vec<EventError> },
+    RecordTooLarge { problems: ProblemList },
     /// Events break field rules; nothing of the request was published.
-    #[error("{} problem(s) in the events; nothing was published", errors.len())]
-    Validation { errors: Vec<EventError> },
+    #[error("{} problem(s) in the events; nothing was published", problems.total())]
+    Validation { problems: ProblemList },
     /// The organization sent more events than its rate allows.
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -193,13 +199,12 @@ impl GatewayError {
     pub fn into_body(self) -> ErrorBody {
         let code = self.code();
         let message = self.to_string();
-        ErrorBody { code, message, errors: self.into_errors() }
-    }
-
-    fn into_errors(self) -> Vec<EventError> {
         match self {
-            Self::OrganizationMismatch { errors } | Self::RecordTooLarge { errors } | Self::Validation { errors } => errors,
-            _ => Vec::new(),
+            Self::OrganizationMismatch { problems } | Self::RecordTooLarge { problems } | Self::Validation { problems } => {
+                let total_errors = problems.total();
+                ErrorBody { code, message, errors: problems.into_listed().into_iter().map(EventError::from).collect(), total_errors }
+            }
+            _ => ErrorBody { code, message, errors: Vec::new(), total_errors: 0 },
         }
     }
 }
@@ -209,8 +214,8 @@ impl From<Refusal> for GatewayError {
         match refusal {
             Refusal::InvalidJson(message) => Self::InvalidJson(message),
             Refusal::BatchTooLarge { events, limit } => Self::BatchTooLarge { events, limit },
-            Refusal::Invalid { problems } => Self::Validation { errors: event_errors(problems) },
-            Refusal::OrganizationMismatch { problems } => Self::OrganizationMismatch { errors: event_errors(problems) },
+            Refusal::Invalid { problems } => Self::Validation { problems },
+            Refusal::OrganizationMismatch { problems } => Self::OrganizationMismatch { problems },
         }
     }
 }
@@ -219,7 +224,7 @@ impl From<PublishError> for GatewayError {
     fn from(error: PublishError) -> Self {
         match error {
             PublishError::SchemaNotRegistered => Self::SchemaNotRegistered,
-            PublishError::RecordTooLarge { problems } => Self::RecordTooLarge { errors: event_errors(problems) },
+            PublishError::RecordTooLarge { problems } => Self::RecordTooLarge { problems },
             PublishError::QueueFull => Self::KafkaQueueFull,
             PublishError::KafkaUnavailable(reason) => Self::KafkaUnavailable(reason),
         }
@@ -248,11 +253,13 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    fn list(problems: &[(usize, &str, &'static str, &str)]) -> ProblemList {
+        problems.iter().map(|&(index, field, code, message)| Problem::new(index, field, code, message)).collect()
+    }
+
     #[tokio::test]
     async fn validation_errors_list_every_problem() {
-        let error = GatewayError::Validation {
-            errors: vec![EventError::new(0, "code", "invalid_characters", "bad"), EventError::new(3, "timestamp", "too_old", "old")],
-        };
+        let error = GatewayError::Validation { problems: list(&[(0, "code", "invalid_characters", "bad"), (3, "timestamp", "too_old", "old")]) };
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
@@ -261,6 +268,20 @@ mod tests {
         assert_eq!(body["errors"][1]["index"], 3);
         assert_eq!(body["errors"][1]["field"], "timestamp");
         assert_eq!(body["errors"][1]["code"], "too_old");
+        assert_eq!(body["total_errors"], 2);
+    }
+
+    #[tokio::test]
+    async fn countless_problems_are_answered_with_the_first_and_their_count() {
+        let wide = "\u{1}".repeat(64);
+        let problems: ProblemList = (0..100_000).map(|i| Problem::new(i, wide.clone(), "unknown_field", format!("{wide:?} is not an event field"))).collect();
+        let response = GatewayError::Validation { problems }.into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert!(bytes.len() <= bxb_event::ingest::MAX_ERROR_BODY_BYTES, "{} bytes", bytes.len());
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["total_errors"], 100_000);
+        assert_eq!(body["message"], "100000 problem(s) in the events; nothing was published");
+        assert!((1..=bxb_event::ingest::MAX_LISTED_PROBLEMS).contains(&body["errors"].as_array().unwrap().len()));
     }
 
     #[tokio::test]
@@ -280,12 +301,13 @@ mod tests {
             assert_eq!(response.headers()[header::RETRY_AFTER], secs);
             let body = body_of(response).await;
             assert!(body["errors"].as_array().unwrap().is_empty());
+            assert_eq!(body["total_errors"], 0);
         }
     }
 
     #[test]
     fn every_refusal_of_the_parser_is_a_client_error_with_its_code_and_problems() {
-        let problems = || vec![Problem::new(2, "code", "invalid_characters", "bad")];
+        let problems = || list(&[(2, "code", "invalid_characters", "bad")]);
         for (refusal, status) in [
             (Refusal::InvalidJson("x".into()), 400),
             (Refusal::BatchTooLarge { events: 2, limit: 1 }, 413),
@@ -293,16 +315,46 @@ mod tests {
             (Refusal::OrganizationMismatch { problems: problems() }, 403),
         ] {
             let code = refusal.code();
-            let expected_errors: Vec<EventError> = event_errors(refusal.problems().to_vec());
+            let expected_errors: Vec<EventError> = refusal.problems().iter().cloned().map(EventError::from).collect();
+            let total = refusal.total_problems();
             let error = GatewayError::from(refusal);
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
-            assert_eq!(error.into_body().errors, expected_errors);
+            let body = error.into_body();
+            assert_eq!((body.errors, body.total_errors), (expected_errors, total));
+        }
+    }
+
+    /// The parser's invariants bound the answer of every body they check (`invariants::answer`):
+    /// the gateway's answer is that one, with its own wording of a few messages.
+    #[test]
+    fn the_answer_to_a_refusal_is_the_one_the_parsers_invariants_bound() {
+        use bxb_event::ingest::invariants::{answer, check_body, context, Endpoint};
+        let floods = [
+            (Endpoint::Single, format!("{{{}}}", vec![r#""":0"#; 10_000].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec!["{}"; 10].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec![r#"{"organization_id":"00000000-0000-0000-0000-000000000001"}"#; 10].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":"{}"}}"#, "x".repeat(10_000))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec!["{}"; 11].join(","))),
+        ];
+        for (endpoint, body) in floods {
+            assert!(check_body(endpoint, body.as_bytes(), &context(10)).is_err());
+            let parse = if endpoint == Endpoint::Single { bxb_event::ingest::parse_single } else { bxb_event::ingest::parse_batch };
+            let refusal = parse(body.as_bytes(), &context(10)).unwrap_err().refusal;
+            let bounded = answer(&refusal);
+            let sent = serde_json::to_value(GatewayError::from(refusal).into_body()).unwrap();
+            let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&sent), keys(&bounded));
+            for key in ["code", "errors", "total_errors"] {
+                assert_eq!(sent[key], bounded[key], "{key}");
+            }
+            let (sent_len, bounded_len) = (sent["message"].as_str().unwrap().len(), bounded["message"].as_str().unwrap().len());
+            assert!(sent_len <= bounded_len + 32, "the gateway's message is {sent_len} bytes, the bounded one {bounded_len}");
         }
     }
 
     #[test]
     fn every_publish_error_keeps_its_status_code_and_message() {
-        let too_large = || vec![Problem::new(1, "", "record_too_large", "the event encodes to 9 bytes")];
+        let too_large = || list(&[(1, "", "record_too_large", "the event encodes to 9 bytes")]);
         for (error, status, code, message) in [
             (PublishError::SchemaNotRegistered, 503, "schema_not_registered", "the gateway is starting: the event schema is not registered yet"),
             (PublishError::QueueFull, 503, "kafka_queue_full", "Kafka is not keeping up: the producer queue is full"),
@@ -313,7 +365,7 @@ mod tests {
             assert_eq!((error.status().as_u16(), error.code(), error.to_string().as_str()), (status, code, message));
         }
         let body = GatewayError::from(PublishError::RecordTooLarge { problems: too_large() }).into_body();
-        assert_eq!(body.errors, event_errors(too_large()));
+        assert_eq!((body.errors, body.total_errors), (vec![EventError::new(1, "", "record_too_large", "the event encodes to 9 bytes")], 1));
     }
 
     #[test]
@@ -323,12 +375,12 @@ mod tests {
             (GatewayError::MissingApiKey, 401, "missing_api_key"),
             (GatewayError::InvalidApiKey, 401, "invalid_api_key"),
             (GatewayError::RevokedApiKey, 401, "revoked_api_key"),
-            (GatewayError::OrganizationMismatch { errors: vec![] }, 403, "organization_mismatch"),
+            (GatewayError::OrganizationMismatch { problems: ProblemList::default() }, 403, "organization_mismatch"),
             (GatewayError::BodyTooLarge { limit_bytes: 1 }, 413, "body_too_large"),
             (GatewayError::BatchTooLarge { events: 2, limit: 1 }, 413, "batch_too_large"),
-            (GatewayError::RecordTooLarge { errors: vec![] }, 413, "record_too_large"),
+            (GatewayError::RecordTooLarge { problems: ProblemList::default() }, 413, "record_too_large"),
             (GatewayError::UnsupportedContentType, 415, "unsupported_media_type"),
-            (GatewayError::Validation { errors: vec![] }, 422, "validation_failed"),
+            (GatewayError::Validation { problems: ProblemList::default() }, 422, "validation_failed"),
             (GatewayError::BodyTimeout, 408, "body_timeout"),
             (GatewayError::RequestTimeout, 503, "request_timeout"),
             (GatewayError::Overloaded { setting: "BXB_MAX_REQUESTS_IN_FLIGHT", limit: 2 }, 503, "overloaded"),

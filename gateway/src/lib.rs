@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! client ──HTTP JSON──▶ gateway ──Avro (registry), key = organization_id──▶ Kafka `events` ──▶ consumers
-//!          API key       │ auth → parse + validate → rate limit → encode → publish → await acks
+//!          API key       │ auth → rate check → parse + validate → rate limit → encode → publish → await acks
 //!                        └─ 202 only once Kafka holds every event of the request
 //! ```
 //!
@@ -10,7 +10,8 @@
 //!   (make, hash, match) is [`bxb_api_key`]'s.
 //! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with every problem by
 //!   index and field; [`error`] maps its refusals to responses.
-//! - [`limits::rate`]: per-organization token buckets.
+//! - [`limits::rate`]: per-organization token buckets; an organization with an empty bucket is
+//!   refused before its body is read, the events of a request are charged once parsed.
 //! - publishing: [`bxb_publish::Publisher`], the shared idempotent producer; waits for every
 //!   delivery report. [`error`] maps its errors to responses.
 //! - [`error`]: the one error type that decides status, body, `Retry-After` and log level.

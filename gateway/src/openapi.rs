@@ -126,6 +126,16 @@ mod tests {
     }
 
     #[test]
+    fn the_error_body_says_how_many_problems_it_lists_and_counts_them_all() {
+        let spec: serde_json::Value = serde_json::from_str(&SPEC_JSON).unwrap();
+        let error_body = &spec["components"]["schemas"]["ErrorBody"];
+        assert_eq!(error_body["properties"]["errors"]["maxItems"], bxb_event::ingest::MAX_LISTED_PROBLEMS);
+        assert!(error_body["properties"]["total_errors"].is_object(), "{error_body}");
+        let required: Vec<&str> = error_body["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert!(required.contains(&"total_errors"), "{required:?}");
+    }
+
+    #[test]
     fn every_route_is_described() {
         let spec: serde_json::Value = serde_json::from_str(&SPEC_JSON).unwrap();
         for path in ["/v1/events", "/v1/events/batch", "/healthz", "/readyz", "/metrics"] {

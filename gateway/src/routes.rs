@@ -1,8 +1,9 @@
 //! The HTTP API: `POST /v1/events`, `POST /v1/events/batch`, `GET /openapi.json`, plus the
 //! operational routes of `bxb_telemetry::health`.
 //!
-//! A request goes: authenticate → content type → body (size-limited) → parse and validate →
-//! rate limit → encode, size-check and publish → 202 once Kafka has every event.
+//! A request goes: authenticate → refused if its organization's rate bucket is empty → content
+//! type → body (size-limited) → parse and validate → rate limit (a token per event) → encode,
+//! size-check and publish → 202 once Kafka has every event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +80,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         (status = 413, description = "`body_too_large` or `record_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`: every problem by field", body = ErrorBody),
-        (status = 429, description = "`rate_limited`; see Retry-After", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organization is over its rate (an organization with no allowance left is refused before its body is read); see Retry-After", body = ErrorBody),
         (status = 503, description = "`kafka_unavailable`, `kafka_queue_full`, `schema_not_registered` or `request_timeout`; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -100,7 +101,7 @@ pub(crate) async fn post_event(State(app): State<Arc<AppState>>, request: Reques
         (status = 413, description = "`body_too_large`, `batch_too_large` or `record_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`: every problem by event index and field; nothing was published", body = ErrorBody),
-        (status = 429, description = "`rate_limited`; see Retry-After", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organization is over its rate (an organization with no allowance left is refused before its body is read); see Retry-After", body = ErrorBody),
         (status = 503, description = "`kafka_unavailable`, `kafka_queue_full`, `schema_not_registered` or `request_timeout`; see Retry-After. Retrying is safe: events are deduplicated by (organization_id, transaction_id)", body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -137,6 +138,12 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
     let unknown_count = |e| (e, 0);
     let organization_id = app.keys.authenticate(request.headers()).map_err(unknown_count)?;
     span.record("organization_id", display(organization_id));
+    let rate_limited = |wait| GatewayError::RateLimited { retry_after_secs: rate::retry_after_secs(wait) };
+    if let Some(limiter) = &app.rate_limiter {
+        // Over the limit already: refused before the body costs reading and parsing. The events
+        // are charged once counted, below.
+        limiter.check_not_empty(organization_id, Instant::now()).map_err(|wait| (rate_limited(wait), 0))?;
+    }
     check_content_type(request.headers()).map_err(unknown_count)?;
     // The upload and the publishing each get the request timeout: a slow client is the
     // client's problem (408), a slow Kafka the service's (503 + Retry-After).
@@ -162,9 +169,7 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
     metrics::histogram!("bxb_gateway_request_size_events").record(count as f64);
 
     if let Some(limiter) = &app.rate_limiter {
-        limiter.try_acquire(organization_id, count, Instant::now()).map_err(|wait| {
-            (GatewayError::RateLimited { retry_after_secs: rate::retry_after_secs(wait) }, count)
-        })?;
+        limiter.try_acquire(organization_id, count, Instant::now()).map_err(|wait| (rate_limited(wait), count))?;
     }
     tokio::time::timeout(app.request_timeout, app.publisher.publish(&events, span, received_at_ms))
         .await

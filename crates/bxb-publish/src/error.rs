@@ -2,7 +2,7 @@
 //! so a caller can tell its own client whether a retry is needed (it is always safe: the
 //! consumers count a transaction id once).
 
-use bxb_event::ingest::Problem;
+use bxb_event::ingest::ProblemList;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -10,9 +10,9 @@ pub enum PublishError {
     #[error("the event schema is not registered yet")]
     SchemaNotRegistered,
     /// Events encode to records larger than the record limit, one problem per such event by its
-    /// index; nothing was sent.
-    #[error("{} event(s) too large to publish", problems.len())]
-    RecordTooLarge { problems: Vec<Problem> },
+    /// index (the first listed, all counted); nothing was sent.
+    #[error("{} event(s) too large to publish", problems.total())]
+    RecordTooLarge { problems: ProblemList },
     /// The producer queue stayed full past the enqueue timeout; the events before were sent.
     #[error("the producer queue is full")]
     QueueFull,

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bxb_event::ingest::Problem;
+use bxb_event::ingest::{Problem, ProblemList};
 use bxb_event::registry::EventEncoder;
 use bxb_event::Event;
 use futures::future::join_all;
@@ -128,20 +128,16 @@ impl Publisher {
     fn check_record_sizes(&self, payloads: &EncodedBatch, keys: &RecordKeys) -> Result<(), PublishError> {
         // Headers are small and bounded (trace context, a timestamp): the producer cap leaves room.
         let limit = self.max_record_bytes;
-        let problems: Vec<Problem> = keys
-            .iter()
-            .zip(payloads.iter())
-            .enumerate()
-            .filter(|(_, (key, payload))| payload.len() + key.len() > limit)
-            .map(|(index, (key, payload))| {
-                Problem::new(
-                    index,
-                    "",
-                    "record_too_large",
-                    format!("the event encodes to {} bytes, more than the record limit of {limit} bytes", payload.len() + key.len()),
-                )
-            })
-            .collect();
+        let mut problems = ProblemList::default();
+        for (index, (key, payload)) in keys.iter().zip(payloads.iter()).enumerate() {
+            let bytes = payload.len() + key.len();
+            if bytes > limit {
+                problems.add(|| {
+                    let message = format!("the event encodes to {bytes} bytes, more than the record limit of {limit} bytes");
+                    Problem::new(index, "", "record_too_large", message)
+                });
+            }
+        }
         if problems.is_empty() { Ok(()) } else { Err(PublishError::RecordTooLarge { problems }) }
     }
 
@@ -232,9 +228,22 @@ mod tests {
         let started = Instant::now();
         let result = publisher.publish(&[event(1), big.clone(), event(1), big], &tracing::Span::none(), 0).await;
         let Err(PublishError::RecordTooLarge { problems }) = result else { panic!("expected record_too_large, got {result:?}") };
-        assert_eq!(problems.iter().map(|p| (p.index, p.code)).collect::<Vec<_>>(), [(1, "record_too_large"), (3, "record_too_large")]);
+        let found: Vec<_> = problems.listed().iter().map(|p| (p.index, p.code)).collect();
+        assert_eq!(found, [(1, "record_too_large"), (3, "record_too_large")]);
+        assert_eq!(problems.total(), 2);
         // Anything enqueued would wait out the delivery timeout against a broker that is not there.
         assert!(started.elapsed() < Duration::from_secs(1), "refused before anything was sent");
+    }
+
+    #[tokio::test]
+    async fn a_thousand_records_over_the_limit_list_the_first_and_count_all() {
+        let settings = ProducerArgs { max_record_bytes: 256, ..ProducerArgs::default() };
+        let publisher = unconnected(&settings, Some(EventEncoder::new(1)));
+        let mut big = event(2);
+        big.properties = format!(r#"{{"x":"{}"}}"#, "y".repeat(300));
+        let result = publisher.publish(&vec![big; 1_000], &tracing::Span::none(), 0).await;
+        let Err(PublishError::RecordTooLarge { problems }) = result else { panic!("expected record_too_large, got {result:?}") };
+        assert_eq!((problems.listed().len(), problems.total()), (bxb_event::ingest::MAX_LISTED_PROBLEMS, 1_000));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! A token bucket per organization, counted in events: `events_per_second` refill, `burst`
-//! capacity. A request takes as many tokens as it has events, all or none.
+//! capacity. A request takes as many tokens as it has events, all or none, once they are counted
+//! (after parsing); before its body is read, a request of an organization whose bucket is empty
+//! (not a token left) is refused outright, so a flood of requests over the limit costs no reading
+//! and no parsing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,6 +54,16 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((wanted - bucket.tokens) / self.events_per_second))
         }
+    }
+
+    /// Whether the organization has a token left, taking none; if not, how long until it has
+    /// one. An organization without a bucket has a full one.
+    pub fn check_not_empty(&self, organization_id: Uuid, now: Instant) -> Result<(), Duration> {
+        let buckets = self.shard(&organization_id).lock().expect("rate limiter lock");
+        let Some(bucket) = buckets.get(&organization_id) else { return Ok(()) };
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * self.events_per_second).min(self.burst);
+        if tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - tokens) / self.events_per_second)) }
     }
 
     /// Forgets buckets that have refilled completely: they behave exactly like absent ones.
@@ -110,6 +123,24 @@ mod tests {
         let (org, t0) = (Uuid::new_v4(), Instant::now());
         assert!(limiter.try_acquire(org, 6, t0).is_err());
         assert!(limiter.try_acquire(org, 5, t0).is_ok());
+    }
+
+    #[test]
+    fn only_an_empty_bucket_is_refused_before_the_events_are_counted() {
+        let limiter = RateLimiter::new(10, 20).unwrap();
+        let (org, t0) = (Uuid::new_v4(), Instant::now());
+        assert!(limiter.check_not_empty(org, t0).is_ok(), "no bucket yet: a full one");
+        assert_eq!(limiter.tracked(), 0, "checking makes no bucket");
+        limiter.try_acquire(org, 19, t0).unwrap();
+        assert!(limiter.check_not_empty(org, t0).is_ok(), "one token left");
+        assert!(limiter.try_acquire(org, 2, t0).is_err(), "but not enough for two events");
+        limiter.try_acquire(org, 1, t0).unwrap();
+        assert_eq!(limiter.check_not_empty(org, t0), Err(Duration::from_millis(100)));
+        assert_eq!(limiter.check_not_empty(org, t0 + Duration::from_millis(50)), Err(Duration::from_millis(50)));
+        assert!(limiter.check_not_empty(org, t0 + Duration::from_millis(100)).is_ok());
+        // Checking takes nothing: the refilled token is still there.
+        assert!(limiter.try_acquire(org, 1, t0 + Duration::from_millis(100)).is_ok());
+        assert!(limiter.check_not_empty(Uuid::new_v4(), t0).is_ok(), "other organizations are unaffected");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 
 use uuid::Uuid;
 
-use super::{parse_batch, parse_single, ParseContext, Refusal, TimestampWindow};
+use super::problems::json_len;
+use super::{parse_batch, parse_single, ParseContext, Refusal, TimestampWindow, MAX_ERROR_BODY_BYTES, MAX_LISTED_PROBLEMS};
 use crate::avro::{self, EVENT_SCHEMA};
 use crate::invariants::assert_same_event;
 use crate::registry::decode_event_datum;
@@ -38,8 +39,11 @@ pub enum Endpoint {
 /// Parses `body` as the handler of `endpoint` does and panics when an invariant breaks:
 ///
 /// - a refused body gets a stable code, a message and, when the refusal is about events (invalid
-///   or of another organization), every problem by event index and field (the gateway answers
-///   every refusal with a client error: 400, 403, 413 or 422);
+///   or of another organization), its first problems by event index and field, at least one and
+///   at most [`MAX_LISTED_PROBLEMS`], and the count of all of them (the gateway answers every
+///   refusal with a client error: 400, 403, 413 or 422);
+/// - the answer to a refused body ([`answer`]) is at most [`MAX_ERROR_BODY_BYTES`] long, whatever
+///   the body echoes into it;
 /// - a body that is not UTF-8 is always `invalid_json`;
 /// - accepted events belong to the key's organization, pass the shared field rules, keep their
 ///   timestamp in the window, and come back unchanged from the Avro datum the gateway writes,
@@ -99,13 +103,30 @@ fn check_refusal(refusal: &Refusal, events: usize, endpoint: Endpoint, context: 
     let per_event = matches!(refusal, Refusal::Invalid { .. } | Refusal::OrganizationMismatch { .. });
     let (code, message) = (refusal.code(), refusal.to_string());
     assert!(!code.is_empty() && !message.is_empty(), "{refusal:?}");
+    let (listed, total) = (refusal.problems().len(), refusal.total_problems());
+    assert!(listed <= MAX_LISTED_PROBLEMS && listed <= total, "{listed} problems listed of {total}");
     if per_event {
-        assert!(!refusal.problems().is_empty(), "a {code} without its problems");
+        assert!(listed >= 1, "a {code} without its problems");
         for problem in refusal.problems() {
             assert!(problem.index < events.max(1), "problem of event {} in a body of {events}", problem.index);
             assert!(!problem.code.is_empty() && !problem.message.is_empty(), "{problem:?}");
         }
+    } else {
+        assert_eq!(total, 0, "a {code} is about the body as a whole");
     }
-    serde_json::to_string(refusal.problems()).expect("the problems serialise");
+    let bytes = json_len(&answer(refusal));
+    assert!(bytes <= MAX_ERROR_BODY_BYTES, "a {bytes}-byte answer to a {code} with {listed} of {total} problems");
     code
+}
+
+/// The error answer the gateway sends for `refusal` (its `ErrorBody`), with the refusal's own
+/// message where the gateway words a few in a sentence of its own of about the same length; the
+/// gateway's tests compare the two.
+pub fn answer(refusal: &Refusal) -> serde_json::Value {
+    serde_json::json!({
+        "code": refusal.code(),
+        "message": refusal.to_string(),
+        "errors": refusal.problems(),
+        "total_errors": refusal.total_problems(),
+    })
 }

@@ -12,11 +12,21 @@
 //! `bxbctl produce` parses its input lines with it, so both entry points accept exactly the same
 //! events. The property tests and the fuzz targets (`fuzz/`) check it through
 //! `invariants::check_body` (with the `invariants` feature).
+//!
+//! Memory and answer stay proportional to the body with a small constant whatever it holds:
+//! the problems are listed up to a cap and counted beyond it ([`ProblemList`]), an event keeps
+//! only the unknown names that can be listed, a batch keeps at most `max_batch_events` elements
+//! (the rest are only counted), and messages are cut ([`MAX_MESSAGE_CHARS`]), so the error
+//! answer of any body stays within [`MAX_ERROR_BODY_BYTES`].
 
+mod batch;
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;
+mod problems;
 mod raw_event;
 mod refusal;
 #[cfg(test)]
@@ -25,14 +35,16 @@ pub mod timestamp;
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::{validate, Decimal, DecimalError, Event};
+pub use problems::{
+    Problem, ProblemList, MAX_ERROR_BODY_BYTES, MAX_FIELD_CHARS, MAX_LISTED_PROBLEMS, MAX_LISTED_PROBLEM_BYTES, MAX_MESSAGE_CHARS,
+};
 pub use raw_event::FIELDS;
 use raw_event::RawEvent;
-pub use refusal::{Problem, Refusal, Rejection};
+pub use refusal::{Refusal, Rejection};
 pub use timestamp::TimestampWindow;
 
 /// What the parser needs to know about the body.
@@ -46,8 +58,9 @@ pub struct ParseContext {
     pub max_batch_events: usize,
 }
 
+/// The parser's messages may quote the body (`invalid type: string "…"`): cut.
 fn unreadable(message: String) -> Rejection {
-    Rejection { refusal: Refusal::InvalidJson(message), events: 0 }
+    Rejection { refusal: Refusal::InvalidJson(problems::cut(message, MAX_MESSAGE_CHARS)), events: 0 }
 }
 
 /// `POST /v1/events`: the body is one event object.
@@ -60,31 +73,24 @@ pub fn parse_single(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, R
     problems.into_result(vec![event], 1)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
-}
-
 /// `POST /v1/events/batch`: the body is `{"events": [ ... ]}`.
 pub fn parse_batch(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Rejection> {
-    let batch: BatchBody<'_> = serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()))?;
-    let count = batch.events.len();
+    let batch = batch::read(body, context.max_batch_events).map_err(|e| unreadable(e.to_string()))?;
+    let count = batch.count;
     if count > context.max_batch_events {
         let refusal = Refusal::BatchTooLarge { events: count, limit: context.max_batch_events };
         return Err(Rejection { refusal, events: count });
     }
     if count == 0 {
-        let refusal = Refusal::Invalid { problems: vec![Problem::new(0, "events", "empty", "the batch must hold at least one event")] };
-        return Err(Rejection { refusal, events: 0 });
+        let problems = ProblemList::from_iter([Problem::new(0, "events", "empty", "the batch must hold at least one event")]);
+        return Err(Rejection { refusal: Refusal::Invalid { problems }, events: 0 });
     }
     let mut problems = Problems::default();
     let mut events = Vec::with_capacity(batch.events.len());
     for (index, raw) in batch.events.iter().enumerate() {
         match serde_json::from_str::<RawEvent<'_>>(raw.get()) {
             Ok(event) => events.push(build_event(index, &event, context, &mut problems)),
-            Err(_) => problems.invalid.push(Problem::new(index, "", "not_an_object", "an event must be a JSON object")),
+            Err(_) => problems.invalid.add(|| Problem::new(index, "", "not_an_object", "an event must be a JSON object")),
         }
     }
     problems.into_result(events, count)
@@ -92,8 +98,8 @@ pub fn parse_batch(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Re
 
 #[derive(Default)]
 struct Problems {
-    invalid: Vec<Problem>,
-    foreign_organization: Vec<Problem>,
+    invalid: ProblemList,
+    foreign_organization: ProblemList,
 }
 
 impl Problems {
@@ -111,19 +117,41 @@ impl Problems {
     }
 }
 
+/// The problems of one event: added to the body's list, and which of its known fields already
+/// failed (those hold a placeholder, so the shared rules must not report them again).
+struct EventProblems<'p> {
+    index: usize,
+    list: &'p mut ProblemList,
+    failed: [bool; FIELDS.len()],
+}
+
+impl EventProblems<'_> {
+    fn report(&mut self, field: &str, code: &'static str, message: impl FnOnce() -> String) {
+        if let Some(i) = FIELDS.iter().position(|f| *f == field) {
+            self.failed[i] = true;
+        }
+        let index = self.index;
+        self.list.add(|| Problem::new(index, field, code, message()));
+    }
+
+    fn failed(&self, field: &str) -> bool {
+        FIELDS.iter().position(|f| *f == field).is_some_and(|i| self.failed[i])
+    }
+}
+
 /// Builds the event, recording every problem. Fields that fail get a harmless placeholder so
 /// the remaining rules can still be checked and reported.
 fn build_event(index: usize, raw: &RawEvent<'_>, context: &ParseContext, problems: &mut Problems) -> Event {
-    let first_problem = problems.invalid.len();
-    let mut problem = |field: &str, code: &'static str, message: String| {
-        problems.invalid.push(Problem::new(index, field, code, message));
-    };
+    let mut event_problems = EventProblems { index, list: &mut problems.invalid, failed: [false; FIELDS.len()] };
     for name in &raw.unknown {
-        problem(name, "unknown_field", format!("{name:?} is not an event field"));
+        event_problems.report(name, "unknown_field", || format!("{name:?} is not an event field"));
     }
+    // Names past those kept are past a full list: counted only.
+    event_problems.list.count_unlisted(raw.unknown_count - raw.unknown.len());
     for name in &raw.duplicate {
-        problem(name, "duplicate_field", format!("{name} is given more than once"));
+        event_problems.report(name, "duplicate_field", || format!("{name} is given more than once"));
     }
+    let mut problem = |field: &str, code: &'static str, message: String| event_problems.report(field, code, || message);
     let mut foreign_organization = None;
     if let Some(value) = raw.get("organization_id") {
         match string(value).ok().and_then(|s| Uuid::parse_str(&s).ok()) {
@@ -199,19 +227,15 @@ fn build_event(index: usize, raw: &RawEvent<'_>, context: &ParseContext, problem
     if let Err(shared) = validate::validate(&event) {
         for e in shared.0 {
             // A field that already failed to parse holds a placeholder: do not report it twice.
-            let reported = problems.invalid[first_problem..].iter().any(|p| p.field == e.field);
-            if !reported {
-                problems.invalid.push(Problem::new(index, e.field, e.code, e.message));
+            if !event_problems.failed(&e.field) {
+                event_problems.list.add(|| Problem::new(index, e.field, e.code, e.message));
             }
         }
     }
     if foreign_organization.is_some() {
-        problems.foreign_organization.push(Problem::new(
-            index,
-            "organization_id",
-            "organization_mismatch",
-            "organization_id differs from the organization of the API key",
-        ));
+        problems.foreign_organization.add(|| {
+            Problem::new(index, "organization_id", "organization_mismatch", "organization_id differs from the organization of the API key")
+        });
     }
     event
 }

@@ -1,25 +1,29 @@
 //! An event object split into its fields without interpreting them: each known field is kept as
 //! the raw JSON text borrowed from the request body, so nothing is copied until it is checked.
+//! What it keeps is bounded whatever the object holds: 8 fields, at most
+//! [`MAX_LISTED_PROBLEMS`] unknown names (more could never be listed) and a count of the rest.
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::problems::{MAX_FIELD_CHARS, MAX_LISTED_PROBLEMS};
 
 /// The field names of an event object, in the order problems are reported.
 pub const FIELDS: [&str; 8] =
     ["organization_id", "transaction_id", "external_customer_id", "code", "timestamp", "properties", "value", "decimal_value"];
 
-/// Unknown field names are echoed in errors, cut to this many characters.
-const MAX_ECHOED_NAME_CHARS: usize = 64;
-
 #[derive(Debug, Default)]
 pub struct RawEvent<'a> {
     /// Indexed like [`FIELDS`].
     pub fields: [Option<&'a RawValue>; FIELDS.len()],
-    /// Names that are not event fields (a typo would otherwise silently drop data).
+    /// The first names that are not event fields (a typo would otherwise silently drop data),
+    /// cut to the characters a problem echoes; at most [`MAX_LISTED_PROBLEMS`].
     pub unknown: Vec<String>,
+    /// Every name that is not an event field, kept or not.
+    pub unknown_count: usize,
     /// Known names given more than once.
     pub duplicate: Vec<&'static str>,
 }
@@ -34,25 +38,32 @@ impl<'a> RawEvent<'a> {
 
 enum Key {
     Known(usize),
-    Unknown(String),
+    /// The name, when it is still to be kept.
+    Unknown(Option<String>),
 }
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
-                Ok(match FIELDS.iter().position(|f| *f == name) {
-                    Some(i) => Key::Known(i),
-                    None => Key::Unknown(name.chars().take(MAX_ECHOED_NAME_CHARS).collect()),
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+/// Reads a member name; an unknown one is copied only while `keep_unknown`.
+struct KeySeed {
+    keep_unknown: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(match FIELDS.iter().position(|f| *f == name) {
+            Some(i) => Key::Known(i),
+            None => Key::Unknown(self.keep_unknown.then(|| name.chars().take(MAX_FIELD_CHARS).collect())),
+        })
     }
 }
 
@@ -66,7 +77,7 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawEvent<'de>, M::Error> {
                 let mut event = RawEvent::default();
-                while let Some(key) = map.next_key::<Key>()? {
+                while let Some(key) = map.next_key_seed(KeySeed { keep_unknown: event.unknown.len() < MAX_LISTED_PROBLEMS })? {
                     match key {
                         Key::Known(i) => {
                             let value = map.next_value::<&'de RawValue>()?;
@@ -76,7 +87,8 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
                         }
                         Key::Unknown(name) => {
                             map.next_value::<IgnoredAny>()?;
-                            event.unknown.push(name);
+                            event.unknown.extend(name);
+                            event.unknown_count += 1;
                         }
                     }
                 }
@@ -99,7 +111,18 @@ mod tests {
         assert_eq!(event.get("code").unwrap().get(), r#""b""#);
         assert_eq!(event.duplicate, ["code"]);
         assert_eq!(event.unknown, ["extra"]);
+        assert_eq!(event.unknown_count, 1);
         assert!(event.get("value").is_none());
+    }
+
+    #[test]
+    fn unknown_names_are_kept_up_to_what_can_be_listed_and_all_counted() {
+        let members: Vec<String> = (0..1_000).map(|i| format!("\"n{i}{}\":0", "x".repeat(100))).collect();
+        let text = format!("{{{},\"code\":\"a\"}}", members.join(","));
+        let event: RawEvent<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!((event.unknown.len(), event.unknown_count), (MAX_LISTED_PROBLEMS, 1_000));
+        assert_eq!(event.unknown[0].chars().count(), MAX_FIELD_CHARS);
+        assert_eq!(event.get("code").unwrap().get(), r#""a""#);
     }
 
     #[test]

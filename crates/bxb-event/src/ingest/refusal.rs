@@ -1,42 +1,28 @@
-//! Why a body was refused: every problem by event index and field, plus the refusals that are
-//! about the body as a whole. The codes are stable: the gateway answers with them and counts
-//! rejected events by them.
+//! Why a body was refused: the problems by event index and field (the first ones listed, all
+//! counted, see [`ProblemList`]), plus the refusals that are about the body as a whole. The codes
+//! are stable: the gateway answers with them and counts rejected events by them.
 
-use serde::Serialize;
-
-/// One problem of one event: which event (0-based position in the body; 0 for a single event),
-/// which field (empty when the event as a whole is wrong), a stable code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub index: usize,
-    pub field: String,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(index: usize, field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { index, field: field.into(), code, message: message.into() }
-    }
-}
+use super::problems::ProblemList;
+pub use super::problems::Problem;
 
 /// Why a body yields no events. Each variant is the client's mistake: retrying the same body
 /// gets the same refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// The body is not JSON, or not of the expected shape.
+    /// The body is not JSON, or not of the expected shape. The message is cut to
+    /// `MAX_MESSAGE_CHARS` characters: the parser's messages may quote the body.
     #[error("the body is not valid JSON of the expected shape: {0}")]
     InvalidJson(String),
     /// The batch holds more events than the limit of the context.
     #[error("the batch holds {events} events, at most {limit} are allowed")]
     BatchTooLarge { events: usize, limit: usize },
-    /// Events break field rules; every problem is listed.
-    #[error("{} problem(s) in the events", problems.len())]
-    Invalid { problems: Vec<Problem> },
+    /// Events break field rules; the first problems are listed, every one is counted.
+    #[error("{} problem(s) in the events", problems.total())]
+    Invalid { problems: ProblemList },
     /// An event names another organization than the one the body is parsed for. Outranks
     /// [`Refusal::Invalid`]: such events may not be sent at all.
     #[error("events may only name the organization they are sent for")]
-    OrganizationMismatch { problems: Vec<Problem> },
+    OrganizationMismatch { problems: ProblemList },
 }
 
 impl Refusal {
@@ -50,11 +36,19 @@ impl Refusal {
         }
     }
 
-    /// The problems by event and field (empty for refusals of the body as a whole).
+    /// The first problems by event and field (empty for refusals of the body as a whole).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            Self::Invalid { problems } | Self::OrganizationMismatch { problems } => problems,
+            Self::Invalid { problems } | Self::OrganizationMismatch { problems } => problems.listed(),
             Self::InvalidJson(_) | Self::BatchTooLarge { .. } => &[],
+        }
+    }
+
+    /// How many problems there are, listed or not (0 for refusals of the body as a whole).
+    pub fn total_problems(&self) -> usize {
+        match self {
+            Self::Invalid { problems } | Self::OrganizationMismatch { problems } => problems.total(),
+            Self::InvalidJson(_) | Self::BatchTooLarge { .. } => 0,
         }
     }
 }

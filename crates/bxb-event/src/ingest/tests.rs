@@ -25,7 +25,7 @@ fn parse_batch_text(body: &[u8]) -> Result<Vec<Event>, Refusal> {
 
 fn problems(result: Result<Vec<Event>, Refusal>) -> Vec<(usize, String, &'static str)> {
     match result {
-        Err(Refusal::Invalid { problems }) => problems.into_iter().map(|e| (e.index, e.field, e.code)).collect(),
+        Err(Refusal::Invalid { problems }) => problems.into_listed().into_iter().map(|e| (e.index, e.field, e.code)).collect(),
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -150,7 +150,7 @@ fn another_organization_is_forbidden_even_with_other_problems() {
     let mut invalid = minimal();
     invalid["code"] = json!("");
     match batch(vec![invalid, foreign]) {
-        Err(Refusal::OrganizationMismatch { problems }) => assert_eq!(problems[0].index, 1),
+        Err(Refusal::OrganizationMismatch { problems }) => assert_eq!(problems.listed()[0].index, 1),
         other => panic!("expected 403, got {other:?}"),
     }
 }
@@ -194,4 +194,43 @@ fn batch_count_limits() {
     assert_eq!(problems(batch(vec![])), [(0, "events".into(), "empty")]);
     assert!(matches!(batch(vec![minimal(); 11]), Err(Refusal::BatchTooLarge { events: 11, limit: 10 })));
     assert_eq!(batch(vec![minimal(); 10]).unwrap().len(), 10);
+}
+
+#[test]
+fn countless_problems_are_listed_up_to_the_cap_and_all_counted() {
+    // `{"":0,...}`: an unknown field every 5 bytes, plus the 3 required fields missing.
+    let body = format!("{{{}}}", vec![r#""":0"#; 50_000].join(","));
+    let refusal = parse_single_text(&body).unwrap_err();
+    assert_eq!((refusal.problems().len(), refusal.total_problems()), (MAX_LISTED_PROBLEMS, 50_003));
+    assert_eq!(refusal.to_string(), "50003 problem(s) in the events");
+    assert!(refusal.problems().iter().all(|p| p.code == "unknown_field"), "the first problems are listed");
+
+    // Fewer unknown names than the cap: every problem listed, in order.
+    let mut event = minimal();
+    for i in 0..40 {
+        event[format!("x{i}")] = json!(i);
+    }
+    event["code"] = json!("");
+    let found = problems(single(&event));
+    assert_eq!(found.len(), 41);
+    assert_eq!(found[40], (0, "code".into(), "invalid_length"));
+
+    // A batch of events of 3 problems each: the first events' problems, then only counted.
+    let refusal = parse_batch(json!({ "events": vec![json!({}); 10] }).to_string().as_bytes(), &invariants::context(10)).unwrap_err();
+    assert_eq!((refusal.refusal.problems().len(), refusal.refusal.total_problems(), refusal.events), (30, 30, 10));
+    let body = format!("{{\"events\":[{}]}}", vec![body.as_str(); 3].join(","));
+    let refusal = parse_batch_text(body.as_bytes()).unwrap_err();
+    assert_eq!((refusal.problems().len(), refusal.total_problems()), (MAX_LISTED_PROBLEMS, 3 * 50_003));
+    assert!(refusal.problems().iter().all(|p| p.index == 0));
+}
+
+#[test]
+fn a_message_that_would_quote_the_body_is_cut() {
+    let long = "x".repeat(100_000);
+    for body in [format!(r#"{{"events": "{long}"}}"#), format!(r#"{{"{long}": []}}"#), format!(r#"{{"events": [{{"code": "{long}"}}, ]}}"#)] {
+        match parse_batch_text(body.as_bytes()) {
+            Err(Refusal::InvalidJson(message)) => assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1, "{} characters", message.len()),
+            other => panic!("expected invalid_json, got {other:?}"),
+        }
+    }
 }
