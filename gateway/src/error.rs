@@ -331,10 +331,10 @@ mod tests {
         use bxb_event::ingest::invariants::{answer, check_body, context, Endpoint};
         let floods = [
             (Endpoint::Single, format!("{{{}}}", vec![r#""":0"#; 10_000].join(","))),
-            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec!["{}"; 10].join(","))),
-            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec![r#"{"organization_id":"00000000-0000-0000-0000-000000000001"}"#; 10].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, ["{}"; 10].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, [r#"{"organization_id":"00000000-0000-0000-0000-000000000001"}"#; 10].join(","))),
             (Endpoint::Batch, format!(r#"{{"events":"{}"}}"#, "x".repeat(10_000))),
-            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, vec!["{}"; 11].join(","))),
+            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, ["{}"; 11].join(","))),
         ];
         for (endpoint, body) in floods {
             assert!(check_body(endpoint, body.as_bytes(), &context(10)).is_err());

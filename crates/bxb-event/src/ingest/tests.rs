@@ -218,7 +218,7 @@ fn countless_problems_are_listed_up_to_the_cap_and_all_counted() {
     // A batch of events of 3 problems each: the first events' problems, then only counted.
     let refusal = parse_batch(json!({ "events": vec![json!({}); 10] }).to_string().as_bytes(), &invariants::context(10)).unwrap_err();
     assert_eq!((refusal.refusal.problems().len(), refusal.refusal.total_problems(), refusal.events), (30, 30, 10));
-    let body = format!("{{\"events\":[{}]}}", vec![body.as_str(); 3].join(","));
+    let body = format!("{{\"events\":[{}]}}", [body.as_str(); 3].join(","));
     let refusal = parse_batch_text(body.as_bytes()).unwrap_err();
     assert_eq!((refusal.problems().len(), refusal.total_problems()), (MAX_LISTED_PROBLEMS, 3 * 50_003));
     assert!(refusal.problems().iter().all(|p| p.index == 0));
