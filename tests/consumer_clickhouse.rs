@@ -179,12 +179,8 @@ async fn duplicates_a_replay_from_offset_zero_and_merges_leave_the_billing_queri
     // Merges keep, per identity and month partition, exactly the row of the lowest offset.
     let lowest = lowest_offsets(&pipeline.rows().await);
     pipeline.clickhouse().query_raw("OPTIMIZE TABLE events_raw FINAL").execute().await.unwrap();
-    let merged: BTreeMap<(Uuid, String, i64), i64> = pipeline
-        .rows()
-        .await
-        .iter()
-        .map(|row| ((row.organization_id, row.transaction_id.clone(), month(row)), row.kafka_offset))
-        .collect();
+    let merged: BTreeMap<(Uuid, String, i64), i64> =
+        pipeline.rows().await.iter().map(|row| ((row.organization_id, row.transaction_id.clone(), month(row)), row.kafka_offset)).collect();
     assert_eq!(pipeline.row_count().await as usize, lowest.len(), "one row per identity and month after merging");
     assert_eq!(merged, lowest);
     check("after merges").await;
@@ -202,7 +198,10 @@ async fn poison_of_every_kind_goes_to_the_dead_letter_topic_and_the_consumer_car
     // {"invoice_id": 7, "total": 1.5}: a zig-zag long, then a little-endian double.
     let other: Vec<u8> = [&[14u8][..], &1.5f64.to_le_bytes()].concat();
     let key = org.hyphenated().to_string();
-    let trace = OwnedHeaders::new().insert(rdkafka::message::Header { key: "traceparent", value: Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..]) });
+    let trace = OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "traceparent",
+        value: Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..]),
+    });
     // A schema id the registry does not know is not poison but a wait for the registry
     // (tests/hostile_consumer.rs); the key mismatch and the hostile schemas are there too.
     let poison: Vec<(&str, Vec<u8>)> = vec![
@@ -224,7 +223,10 @@ async fn poison_of_every_kind_goes_to_the_dead_letter_topic_and_the_consumer_car
 
     let dead = read_dead_letters(&pipeline.dlq.name, poison.len()).await;
     for (reason, value) in &poison {
-        let letter = dead.iter().find(|d| d.header(headers::DLQ_REASON).as_deref() == Some(*reason)).unwrap_or_else(|| panic!("no dead letter for {reason}"));
+        let letter = dead
+            .iter()
+            .find(|d| d.header(headers::DLQ_REASON).as_deref() == Some(*reason))
+            .unwrap_or_else(|| panic!("no dead letter for {reason}"));
         assert_eq!(&letter.value, value, "{reason}: the original value");
         assert_eq!(letter.key.as_deref(), Some(key.as_bytes()), "{reason}: the original key");
         assert_eq!(letter.header("traceparent").as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
@@ -398,11 +400,8 @@ impl DeadLetter {
 }
 
 async fn read_dead_letters(topic: &str, count: usize) -> Vec<DeadLetter> {
-    let consumer: StreamConsumer = kafka_config()
-        .set("group.id", unique("ch_dlq_reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer =
+        kafka_config().set("group.id", unique("ch_dlq_reader")).set("auto.offset.reset", "earliest").create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut letters = Vec::new();
     while letters.len() < count {

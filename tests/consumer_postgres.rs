@@ -38,12 +38,10 @@ async fn binary_copy_encoders_round_trip_exactly_through_postgres() {
     bxb_telemetry::init_for_tests();
     let db = TestDb::create().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE round_trip (i int4, n numeric, t timestamptz, j jsonb, f float8, u uuid, s text, b int8)",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    sqlx::query("CREATE TABLE round_trip (i int4, n numeric, t timestamptz, j jsonb, f float8, u uuid, s text, b int8)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let values = copy_values();
     // Random decimals on top of the fixture's edge cases.
     let mut decimals = values.decimals.clone();
@@ -87,12 +85,11 @@ async fn binary_copy_encoders_round_trip_exactly_through_postgres() {
     assert_eq!(copy.finish().await.unwrap(), rows as u64);
 
     #[allow(clippy::type_complexity, reason = "a row as a tuple, its columns named in the query beside it")]
-    let stored: Vec<(i32, Option<String>, Option<i64>, Option<String>, Option<f64>, Uuid, String, i64)> = sqlx::query_as(
-        "SELECT i, n::text, (extract(epoch FROM t) * 1000)::int8, j::text, f, u, s, b FROM round_trip ORDER BY i",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let stored: Vec<(i32, Option<String>, Option<i64>, Option<String>, Option<f64>, Uuid, String, i64)> =
+        sqlx::query_as("SELECT i, n::text, (extract(epoch FROM t) * 1000)::int8, j::text, f, u, s, b FROM round_trip ORDER BY i")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(stored.len(), rows);
     for (i, n, t, j, f, u, s, b) in stored {
         let i = i as usize;
@@ -129,7 +126,11 @@ fn normalize_integer_zeros(decimal: &str) -> String {
     let trimmed = rest.trim_start_matches('0');
     let body = if trimmed.is_empty() || trimmed.starts_with('.') { format!("0{trimmed}") } else { trimmed.to_owned() };
     let is_zero = body.bytes().all(|b| b == b'0' || b == b'.');
-    if is_zero { body } else { format!("{sign}{body}") }
+    if is_zero {
+        body
+    } else {
+        format!("{sign}{body}")
+    }
 }
 
 #[tokio::test]
@@ -153,7 +154,7 @@ async fn billable_events_land_once_with_every_field_exact_and_the_rest_are_skipp
     bare.decimal_value = None;
     let batch = vec![
         record(billable.clone(), 10),
-        record(event(org, "tx-3", "api_calls", ts), 11), // not billable for anyone
+        record(event(org, "tx-3", "api_calls", ts), 11),        // not billable for anyone
         record(event(other_org, "tx-4", "storage_gb", ts), 12), // billable for `org` only
         Record { ingested_at_ms: None, ..record(bare, 13) },
     ];
@@ -227,10 +228,7 @@ async fn a_retry_with_another_timestamp_is_dropped_and_the_earliest_offset_wins(
     let retry = sink.write_batch(&[record(event(org, "single", "api_calls", yesterday + 5), 4)]).await.unwrap();
     assert_eq!((retry.written, retry.already_stored), (0, 1));
 
-    assert_eq!(
-        rows_of(&pool, org).await,
-        vec![("retried".to_owned(), yesterday, 1), ("single".to_owned(), today, 3)]
-    );
+    assert_eq!(rows_of(&pool, org).await, vec![("retried".to_owned(), yesterday, 1), ("single".to_owned(), today, 3)]);
     let key_ts: i64 = sqlx::query_scalar(
         "SELECT (extract(epoch FROM \"timestamp\") * 1000)::int8 FROM event_keys WHERE organization_id = $1 AND transaction_id = 'retried'",
     )
@@ -380,9 +378,7 @@ async fn a_nul_escape_in_properties_is_stored_as_the_replacement_character() {
     let mut e = event(org, "nul", "api_calls", now_ms());
     e.properties = r#"{"a":"x\u0000y","b":"\\u0000"}"#.into();
     sink.write(&[record(e, 1)]).await.expect("jsonb cannot hold NUL, but the batch must not stall");
-    let stored: bool = sqlx::query_scalar(r#"SELECT properties = '{"a":"x\ufffdy","b":"\\u0000"}'::jsonb FROM events"#)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stored: bool =
+        sqlx::query_scalar(r#"SELECT properties = '{"a":"x\ufffdy","b":"\\u0000"}'::jsonb FROM events"#).fetch_one(&pool).await.unwrap();
     assert!(stored);
 }

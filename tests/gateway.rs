@@ -5,10 +5,10 @@
 //! Each test serves its own gateway in-process (`bxb_gateway::run` on 127.0.0.1:0) with its own
 //! topic and key file (`harness`).
 
-#[path = "gateway/harness.rs"]
-mod harness;
 #[path = "gateway/availability.rs"]
 mod availability;
+#[path = "gateway/harness.rs"]
+mod harness;
 #[path = "gateway/key_staleness.rs"]
 mod key_staleness;
 
@@ -183,7 +183,10 @@ async fn every_client_error_has_its_status_and_reason_and_publishes_nothing() {
     assert_eq!((reply.body["errors"][0]["index"].as_u64(), reply.body["errors"].as_array().unwrap().len()), (Some(1), 1));
 
     gateway.post_raw("/v1/events", Some(key), "text/plain", ok.to_string()).await.assert_error(415, "unsupported_media_type");
-    gateway.post_raw("/v1/events", Some(key), "application/x-www-form-urlencoded", ok.to_string()).await.assert_error(415, "unsupported_media_type");
+    gateway
+        .post_raw("/v1/events", Some(key), "application/x-www-form-urlencoded", ok.to_string())
+        .await
+        .assert_error(415, "unsupported_media_type");
 
     let now = now_ms();
     let mut old = event_json("tx-old");

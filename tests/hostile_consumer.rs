@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 /// A record named like the event record whose only field is the next one of itself: a chain of
 /// ~400 000 of them is a 400 KB record, one byte per level.
-const RECURSIVE_EVENT: &str = r#"{"type":"record","name":"Event","namespace":"dev.bxb.events","fields":[{"name":"next","type":["null","Event"]}]}"#;
+const RECURSIVE_EVENT: &str =
+    r#"{"type":"record","name":"Event","namespace":"dev.bxb.events","fields":[{"name":"next","type":["null","Event"]}]}"#;
 
 /// The event schema with one more field in front of the others.
 fn event_schema_with_field_in_front(name: &str, field_type: &str) -> String {
@@ -95,7 +96,12 @@ impl DirectProducer {
 }
 
 async fn register(pipeline: &Pipeline, schema: &str) -> u32 {
-    pipeline.publisher.registry.register_schema(&value_subject(&unique("hostile_subject")), schema).await.expect("the registry takes the schema")
+    pipeline
+        .publisher
+        .registry
+        .register_schema(&value_subject(&unique("hostile_subject")), schema)
+        .await
+        .expect("the registry takes the schema")
 }
 
 async fn readiness_fails_on(consumer: &Running, check: &str) {
@@ -135,13 +141,19 @@ async fn hostile_writer_schemas_and_a_key_mismatch_are_dead_lettered_and_the_goo
 
     let mut deep_type = r#""long""#.to_owned();
     for level in 0..100 {
-        deep_type = if level % 2 == 0 { format!(r#"{{"type":"array","items":{deep_type}}}"#) } else { format!(r#"{{"type":"map","values":{deep_type}}}"#) };
+        deep_type = if level % 2 == 0 {
+            format!(r#"{{"type":"array","items":{deep_type}}}"#)
+        } else {
+            format!(r#"{{"type":"map","values":{deep_type}}}"#)
+        };
     }
     let deep_id = register(&pipeline, &event_schema_with_field_in_front("deep", &deep_type)).await;
     // An empty map in front of the event's fields: small, valid, but nested 100 deep.
     let deep = frame(deep_id, &[vec![0], avro::to_datum(&events_of(org, "deep", 1)[0])].concat());
 
-    let amplifier_id = register(&pipeline, &event_schema_with_field_in_front("blowup", r#"{"type":"array","items":{"type":"array","items":"null"}}"#)).await;
+    let amplifier_id =
+        register(&pipeline, &event_schema_with_field_in_front("blowup", r#"{"type":"array","items":{"type":"array","items":"null"}}"#))
+            .await;
     // 200 arrays of 50 000 nulls each in about a kilobyte: ten million values for a reader that
     // materialises them.
     let mut blowup = long(200);
@@ -223,15 +235,25 @@ async fn a_registry_that_answers_404_500_401_or_garbage_dead_letters_nothing_and
             }
             first = false;
         }
-        eventually(&format!("the consumer to ask the registry ({answer:?})"), WAIT, || async { (stand_in.requests() > asked).then_some(()) }).await;
+        eventually(&format!("the consumer to ask the registry ({answer:?})"), WAIT, || async {
+            (stand_in.requests() > asked).then_some(())
+        })
+        .await;
         // Longer than a batch's wait and a write: what would be dead-lettered would be by now.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(dead_letter_count(&pipeline).await, 0, "{answer:?}: nothing is dead-lettered");
-        assert_eq!(pipeline.committed(&pipeline.group).await, committed_before, "{answer:?}: nothing past the last good record is committed");
+        assert_eq!(
+            pipeline.committed(&pipeline.group).await,
+            committed_before,
+            "{answer:?}: nothing past the last good record is committed"
+        );
         assert_eq!(pipeline.row_count().await, 5);
         readiness_fails_on(&consumer, "schema_registry").await;
         // Asked again: a failed lookup is not cached.
-        eventually(&format!("the consumer to ask the registry again ({answer:?})"), WAIT, || async { (stand_in.requests() >= asked + 2).then_some(()) }).await;
+        eventually(&format!("the consumer to ask the registry again ({answer:?})"), WAIT, || async {
+            (stand_in.requests() >= asked + 2).then_some(())
+        })
+        .await;
     }
     stand_in.answer(Answer::Forward);
     pipeline.wait_for_rows(15).await;

@@ -1,13 +1,13 @@
 //! Hostile HTTP input: every case gets a clear 4xx with a stable code, nothing panics, and the
 //! gateway keeps accepting good events afterwards.
 
+#[path = "gateway/bounded_errors.rs"]
+mod bounded_errors;
+#[path = "gateway/connections.rs"]
+mod connections;
 #[path = "gateway/harness.rs"]
 #[allow(dead_code)]
 mod harness;
-#[path = "gateway/connections.rs"]
-mod connections;
-#[path = "gateway/bounded_errors.rs"]
-mod bounded_errors;
 #[path = "gateway/over_limit.rs"]
 mod over_limit;
 
@@ -42,7 +42,11 @@ async fn assert_still_accepts(gateway: &TestGateway, key: &str, n: usize) {
 async fn malformed_bodies_get_a_clear_client_error() {
     let setup = Setup::new(1).await;
     let gateway = TestGateway::start_ready(setup.config(&[])).await;
-    let deep = format!("{{\"transaction_id\":\"t\",\"external_customer_id\":\"c\",\"code\":\"x\",\"properties\":{}1{}}}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let deep = format!(
+        "{{\"transaction_id\":\"t\",\"external_customer_id\":\"c\",\"code\":\"x\",\"properties\":{}1{}}}",
+        "{\"a\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
     let wide = format!(
         "{{\"transaction_id\":\"t\",\"external_customer_id\":\"c\",\"code\":\"x\",\"properties\":{{\"blob\":\"{}\"}}}}",
         "x".repeat(200_000)
@@ -51,11 +55,37 @@ async fn malformed_bodies_get_a_clear_client_error() {
         ("malformed JSON", "application/json", b"{\"transaction_id\": ".to_vec(), &[400]),
         ("not an object", "application/json", b"[1, 2, 3]".to_vec(), &[400]),
         ("wrong types", "application/json", br#"{"transaction_id": 5, "external_customer_id": [], "code": {}}"#.to_vec(), &[400, 422]),
-        ("NaN literal", "application/json", br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": NaN}"#.to_vec(), &[400]),
-        ("Infinity literal", "application/json", br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": Infinity}"#.to_vec(), &[400]),
-        ("a number beyond f64", "application/json", br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": 1e400}"#.to_vec(), &[400, 422]),
-        ("a decimal beyond 38 digits", "application/json", br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "decimal_value": "123456789012345678901234567890.5"}"#.to_vec(), &[422]),
-        ("invalid UTF-8", "application/json", b"{\"transaction_id\": \"\xff\xfe\", \"external_customer_id\": \"c\", \"code\": \"x\"}".to_vec(), &[400]),
+        (
+            "NaN literal",
+            "application/json",
+            br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": NaN}"#.to_vec(),
+            &[400],
+        ),
+        (
+            "Infinity literal",
+            "application/json",
+            br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": Infinity}"#.to_vec(),
+            &[400],
+        ),
+        (
+            "a number beyond f64",
+            "application/json",
+            br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "value": 1e400}"#.to_vec(),
+            &[400, 422],
+        ),
+        (
+            "a decimal beyond 38 digits",
+            "application/json",
+            br#"{"transaction_id": "t", "external_customer_id": "c", "code": "x", "decimal_value": "123456789012345678901234567890.5"}"#
+                .to_vec(),
+            &[422],
+        ),
+        (
+            "invalid UTF-8",
+            "application/json",
+            b"{\"transaction_id\": \"\xff\xfe\", \"external_customer_id\": \"c\", \"code\": \"x\"}".to_vec(),
+            &[400],
+        ),
         ("properties nested 10 000 deep", "application/json", deep.into_bytes(), &[400, 422]),
         ("properties of 200 KB", "application/json", wide.into_bytes(), &[413, 422]),
         ("a 10 MB body", "application/json", vec![b' '; 10 * 1024 * 1024], &[413]),

@@ -210,11 +210,8 @@ async fn a_newer_schema_registered_by_a_direct_producer_is_read_without_a_restar
     let event = Event { transaction_id: "v2-1".into(), ..v1[0].clone() };
     let Value::Record(mut fields) = bxb_event::avro::to_value(&event) else { unreachable!() };
     fields.push(("region".into(), Value::Union(1, Box::new(Value::String("eu-west-1".into())))));
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v2)
-        .build()
-        .unwrap()
-        .write_value_to_vec(Value::Record(fields))
-        .unwrap();
+    let datum =
+        apache_avro::writer::datum::GenericDatumWriter::builder(&v2).build().unwrap().write_value_to_vec(Value::Record(fields)).unwrap();
     let value = bxb_event::registry::frame(v2_id, &datum);
     let headers = bxb_kafka::headers::event_headers(&tracing::Span::none(), now_ms());
     stack.publisher.publish_raw(&event.kafka_key(), &value, headers).await;

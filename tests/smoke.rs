@@ -33,18 +33,12 @@ async fn kafka_produces_and_consumes_on_a_fresh_topic() {
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
-    let consumer: StreamConsumer = kafka_config()
-        .set("group.id", unique("smoke-group"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer =
+        kafka_config().set("group.id", unique("smoke-group")).set("auto.offset.reset", "earliest").create().unwrap();
     consumer.subscribe(&[&topic.name]).unwrap();
     let mut seen = Vec::new();
     while seen.len() < 10 {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("a message within 30 s")
-            .unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a message within 30 s").unwrap();
         seen.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
     }
     seen.sort();
@@ -68,8 +62,8 @@ async fn the_registry_registers_and_serves_the_event_schema() {
 
     // The compatibility rule the gateway relies on is really in force: an incompatible change
     // (a new field without a default) is refused.
-    let incompatible = bxb_event::avro::EVENT_SCHEMA_JSON
-        .replacen(r#""fields": ["#, r#""fields": [ {"name": "required_new", "type": "string"},"#, 1);
+    let incompatible =
+        bxb_event::avro::EVENT_SCHEMA_JSON.replacen(r#""fields": ["#, r#""fields": [ {"name": "required_new", "type": "string"},"#, 1);
     let refused = registry.register_schema(&subject, &incompatible).await;
     assert!(refused.is_err(), "BACKWARD compatibility must refuse a field without a default");
 }
@@ -80,14 +74,8 @@ async fn postgres_answers_sqlx() {
     let table = unique("smoke");
     let mut conn = pool.acquire().await.unwrap();
     sqlx::query(&format!("CREATE TEMPORARY TABLE {table} (id bigint, note text)")).execute(&mut *conn).await.unwrap();
-    sqlx::query(&format!("INSERT INTO {table} VALUES ($1, $2)"))
-        .bind(7_i64)
-        .bind("seven")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let (id, note): (i64, String) =
-        sqlx::query_as(&format!("SELECT id, note FROM {table}")).fetch_one(&mut *conn).await.unwrap();
+    sqlx::query(&format!("INSERT INTO {table} VALUES ($1, $2)")).bind(7_i64).bind("seven").execute(&mut *conn).await.unwrap();
+    let (id, note): (i64, String) = sqlx::query_as(&format!("SELECT id, note FROM {table}")).fetch_one(&mut *conn).await.unwrap();
     assert_eq!((id, note.as_str()), (7, "seven"));
 }
 
@@ -106,13 +94,8 @@ async fn clickhouse_inserts_and_selects() {
     let admin = clickhouse::Client::default().with_url(clickhouse_url()).with_validation(false);
     admin.query(&format!("CREATE DATABASE {database}")).execute().await.unwrap();
     let client = admin.clone().with_database(&database);
-    client
-        .query("CREATE TABLE t (id UInt64, organization_id UUID, note String) ENGINE = MergeTree ORDER BY id")
-        .execute()
-        .await
-        .unwrap();
-    let rows: Vec<SmokeRow> =
-        (0..1000).map(|id| SmokeRow { id, organization_id: Uuid::new_v4(), note: format!("row {id}") }).collect();
+    client.query("CREATE TABLE t (id UInt64, organization_id UUID, note String) ENGINE = MergeTree ORDER BY id").execute().await.unwrap();
+    let rows: Vec<SmokeRow> = (0..1000).map(|id| SmokeRow { id, organization_id: Uuid::new_v4(), note: format!("row {id}") }).collect();
     let mut insert = client.insert::<SmokeRow>("t").await.unwrap();
     for row in &rows {
         insert.write(row).await.unwrap();

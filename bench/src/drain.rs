@@ -12,7 +12,15 @@ use crate::settings::BenchArgs;
 
 /// The settings of a consumer under test: its own group, topic, DLQ and database, the run's
 /// batch size, and the command line's librdkafka options and extra environment.
-pub fn consumer_setup(args: &BenchArgs, kind: ConsumerKind, topic: String, dlq_topic: String, group: String, database: String, batch_events: usize) -> ConsumerSetup {
+pub fn consumer_setup(
+    args: &BenchArgs,
+    kind: ConsumerKind,
+    topic: String,
+    dlq_topic: String,
+    group: String,
+    database: String,
+    batch_events: usize,
+) -> ConsumerSetup {
     let mut extra_env = vec![("BXB_BATCH_MAX_EVENTS".to_owned(), batch_events.to_string())];
     if let Some(options) = &args.consumer_kafka_options {
         extra_env.push(("BXB_KAFKA_OPTIONS".into(), options.clone()));

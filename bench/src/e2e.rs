@@ -101,7 +101,14 @@ pub fn latencies(acked_ms: &BTreeMap<u64, f64>, seen_ms: &BTreeMap<u64, f64>) ->
 }
 
 /// Offers `rate` events/s for `duration` over `keys` (round robin), polling both stores.
-pub async fn run(target: Arc<GatewayClient>, keys: &[ApiKey], stores: Stores, rate: u32, duration: Duration, bar: &ProgressBar) -> anyhow::Result<EndToEndFigures> {
+pub async fn run(
+    target: Arc<GatewayClient>,
+    keys: &[ApiKey],
+    stores: Stores,
+    rate: u32,
+    duration: Duration,
+    bar: &ProgressBar,
+) -> anyhow::Result<EndToEndFigures> {
     let acked: Arc<Mutex<BTreeMap<u64, f64>>> = Arc::default();
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let interval = Duration::from_secs_f64(EVENTS_PER_REQUEST as f64 / f64::from(rate));

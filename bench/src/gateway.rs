@@ -40,12 +40,27 @@ pub struct Throughput {
 }
 
 /// `concurrency` workers post `events_per_request`-event requests back to back for `duration`.
-pub async fn closed_loop(target: Arc<GatewayClient>, key: &ApiKey, events_per_request: usize, concurrency: usize, duration: Duration, bar: &ProgressBar) -> Throughput {
+pub async fn closed_loop(
+    target: Arc<GatewayClient>,
+    key: &ApiKey,
+    events_per_request: usize,
+    concurrency: usize,
+    duration: Duration,
+    bar: &ProgressBar,
+) -> Throughput {
     let now = bxb_event::clock::now_ms();
     let (path, bodies): (&str, Vec<String>) = if events_per_request == 1 {
-        ("/v1/events", (0..BODIES).map(|i| events::json(&events::event(key.organization_id, format!("single-{i}"), i as u64, now)).to_string()).collect())
+        (
+            "/v1/events",
+            (0..BODIES)
+                .map(|i| events::json(&events::event(key.organization_id, format!("single-{i}"), i as u64, now)).to_string())
+                .collect(),
+        )
     } else {
-        ("/v1/events/batch", (0..BODIES).map(|i| events::batch_body(key.organization_id, &format!("batch-{i}"), events_per_request, now)).collect())
+        (
+            "/v1/events/batch",
+            (0..BODIES).map(|i| events::batch_body(key.organization_id, &format!("batch-{i}"), events_per_request, now)).collect(),
+        )
     };
     let bodies = Arc::new(bodies);
     let accepted = Arc::new(AtomicU64::new(0));
@@ -72,7 +87,10 @@ pub async fn closed_loop(target: Arc<GatewayClient>, key: &ApiKey, events_per_re
     for worker in workers {
         let _ = worker.await;
     }
-    Throughput { events_per_s: per_second(accepted.load(Ordering::Relaxed), started.elapsed()), rejected_requests: rejected.load(Ordering::Relaxed) }
+    Throughput {
+        events_per_s: per_second(accepted.load(Ordering::Relaxed), started.elapsed()),
+        rejected_requests: rejected.load(Ordering::Relaxed),
+    }
 }
 
 /// Most requests in flight in open-loop mode; a request that finds none free counts as failed.
@@ -80,9 +98,17 @@ const OPEN_LOOP_IN_FLIGHT: usize = 512;
 
 /// One `/v1/events/batch` request of `events_per_request` every `1 / (rate / events_per_request)`
 /// s for `duration`, whatever the answers: latency is measured from when a request was due.
-pub async fn open_loop(target: Arc<GatewayClient>, key: &ApiKey, rate_events_per_s: u32, events_per_request: usize, duration: Duration, bar: &ProgressBar) -> RateLatency {
+pub async fn open_loop(
+    target: Arc<GatewayClient>,
+    key: &ApiKey,
+    rate_events_per_s: u32,
+    events_per_request: usize,
+    duration: Duration,
+    bar: &ProgressBar,
+) -> RateLatency {
     let now = bxb_event::clock::now_ms();
-    let bodies: Arc<Vec<String>> = Arc::new((0..BODIES).map(|i| events::batch_body(key.organization_id, &format!("rate-{i}"), events_per_request, now)).collect());
+    let bodies: Arc<Vec<String>> =
+        Arc::new((0..BODIES).map(|i| events::batch_body(key.organization_id, &format!("rate-{i}"), events_per_request, now)).collect());
     let interval = Duration::from_secs_f64(events_per_request as f64 / f64::from(rate_events_per_s));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

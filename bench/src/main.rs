@@ -9,7 +9,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&output, serde_json::to_string_pretty(&report.to_json())? + "\n").with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(&output, serde_json::to_string_pretty(&report.to_json())? + "\n")
+        .with_context(|| format!("writing {}", output.display()))?;
     println!("{}", report.table());
     println!("report: {}", output.display());
     Ok(())

@@ -106,7 +106,14 @@ async fn await_oldest(pending: &mut VecDeque<rdkafka::producer::DeliveryFuture>,
 
 /// Inserts the backlog's rows into a fresh `events_raw` with the clickhouse crate, `batch`
 /// rows per insert, one insert after the other like the consumer; events/s.
-pub async fn clickhouse_insert(args: &BenchArgs, database: &str, organization_ids: &[Uuid], count: u64, batch: usize, bar: &ProgressBar) -> anyhow::Result<f64> {
+pub async fn clickhouse_insert(
+    args: &BenchArgs,
+    database: &str,
+    organization_ids: &[Uuid],
+    count: u64,
+    batch: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<f64> {
     let server = services::clickhouse(&args.stack);
     server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await?;
     let client = server.with_database(database);
@@ -139,7 +146,14 @@ fn batches(count: u64, batch: usize) -> impl Iterator<Item = std::ops::Range<u64
 /// database, `batch` rows per statement; events/s. With `keyed`, each batch also COPYs its
 /// identity keys into `event_keys`, both in one transaction: the same two tables consumer-postgres
 /// writes, without its deduplication (the keys are known to be new).
-pub async fn postgres_copy(url: &str, organization_ids: &[Uuid], count: u64, batch: usize, keyed: bool, bar: &ProgressBar) -> anyhow::Result<f64> {
+pub async fn postgres_copy(
+    url: &str,
+    organization_ids: &[Uuid],
+    count: u64,
+    batch: usize,
+    keyed: bool,
+    bar: &ProgressBar,
+) -> anyhow::Result<f64> {
     use bxb_consumer_postgres::rows::{encode, Keys, COPY_EVENTS, COPY_KEYS};
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;

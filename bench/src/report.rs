@@ -171,7 +171,12 @@ impl Report {
             Goal::new("clickhouse_vs_raw_insert", self.clickhouse_vs_raw_insert(), 0.7, true),
             Goal::new("postgres_vs_raw_copy", self.postgres_vs_raw_copy(), 0.6, true),
             Goal::new("e2e_p99_ms", self.e2e_p99_ms(), 2000.0, false),
-            Goal::new("hostile_largest_response_bytes", self.hostile.as_ref().map(|h| h.largest_response_bytes as f64), HOSTILE_RESPONSE_GOAL_BYTES, false),
+            Goal::new(
+                "hostile_largest_response_bytes",
+                self.hostile.as_ref().map(|h| h.largest_response_bytes as f64),
+                HOSTILE_RESPONSE_GOAL_BYTES,
+                false,
+            ),
         ];
         let mut peaks: BTreeMap<&str, u64> = BTreeMap::new();
         for (key, bytes) in &self.peak_rss_bytes {
@@ -207,7 +212,14 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let env = &self.environment;
-        let _ = writeln!(out, "bxb benchmarks ({}) {} on {} cores, {:.1} GiB", env.mode, env.date, env.cores, env.memory_bytes as f64 / 1024f64.powi(3));
+        let _ = writeln!(
+            out,
+            "bxb benchmarks ({}) {} on {} cores, {:.1} GiB",
+            env.mode,
+            env.date,
+            env.cores,
+            env.memory_bytes as f64 / 1024f64.powi(3)
+        );
         let _ = writeln!(out, "{:<44} {:>14} {:>14} {:>8}", "figure", "measured", "baseline", "ratio");
         let row = |out: &mut String, name: &str, measured: f64, baseline: f64| {
             let r = ratio(measured, baseline).map_or("-".into(), |r| format!("{r:.3}"));
@@ -219,14 +231,23 @@ impl Report {
             }
         }
         if let Some(g) = self.gateway_measured() {
-            row(&mut out, &format!("gateway batch({}) events/s vs raw producer", g.batch_events_per_request), g.batch_events_per_s, g.raw_producer_events_per_s);
+            row(
+                &mut out,
+                &format!("gateway batch({}) events/s vs raw producer", g.batch_events_per_request),
+                g.batch_events_per_s,
+                g.raw_producer_events_per_s,
+            );
             row(&mut out, "gateway single-event events/s vs raw producer", g.single_events_per_s, g.raw_producer_events_per_s);
             if let (Some(request), Some(delivery)) = (g.batch_request_mean_ms, g.batch_delivery_mean_ms) {
                 let _ = writeln!(out, "  gateway batch request mean {request:.1} ms, of which waiting for Kafka {delivery:.1} ms");
             }
             for l in &g.latency_at_rate {
                 let (p50, p99) = l.latency.map_or((f64::NAN, f64::NAN), |s| (s.p50_ms, s.p99_ms));
-                let _ = writeln!(out, "gateway at {:>6} events/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms, accepted {:.0}/s, failed {}", l.offered_events_per_s, l.accepted_events_per_s, l.failed_requests);
+                let _ = writeln!(
+                    out,
+                    "gateway at {:>6} events/s offered: p50 {p50:.1} ms, p99 {p99:.1} ms, accepted {:.0}/s, failed {}",
+                    l.offered_events_per_s, l.accepted_events_per_s, l.failed_requests
+                );
             }
         }
         for (name, drain) in [("consumer-clickhouse", &self.clickhouse), ("consumer-postgres", &self.postgres)] {
@@ -247,12 +268,23 @@ impl Report {
             }
         }
         if let Some(c) = &self.stage_costs {
-            let _ = writeln!(out, "per event (one core): decode {:.2} us, ClickHouse row {:.2} us, COPY encode {:.2} us", c.decode_us_per_event, c.clickhouse_row_us_per_event, c.postgres_copy_encode_us_per_event);
+            let _ = writeln!(
+                out,
+                "per event (one core): decode {:.2} us, ClickHouse row {:.2} us, COPY encode {:.2} us",
+                c.decode_us_per_event, c.clickhouse_row_us_per_event, c.postgres_copy_encode_us_per_event
+            );
         }
         if let Some(e) = &self.end_to_end {
-            for (store, summary, missing) in [("ClickHouse", e.clickhouse, e.clickhouse_missing_probes), ("PostgreSQL", e.postgres, e.postgres_missing_probes)] {
-                let text = summary.map_or("no probe seen".into(), |s| format!("p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", s.p50_ms, s.p99_ms, s.max_ms));
-                let _ = writeln!(out, "end to end at {} events/s, 202 -> {store}: {text} ({} probes, {missing} missing)", e.offered_events_per_s, e.probes);
+            for (store, summary, missing) in
+                [("ClickHouse", e.clickhouse, e.clickhouse_missing_probes), ("PostgreSQL", e.postgres, e.postgres_missing_probes)]
+            {
+                let text = summary
+                    .map_or("no probe seen".into(), |s| format!("p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", s.p50_ms, s.p99_ms, s.max_ms));
+                let _ = writeln!(
+                    out,
+                    "end to end at {} events/s, 202 -> {store}: {text} ({} probes, {missing} missing)",
+                    e.offered_events_per_s, e.probes
+                );
             }
         }
         if let Some(h) = &self.hostile {
@@ -264,7 +296,16 @@ impl Report {
             );
             for k in &h.kinds {
                 let statuses: Vec<String> = k.statuses.iter().map(|(status, n)| format!("{n} x {status}")).collect();
-                let _ = writeln!(out, "  {:<16} {:>9} bytes: {:>5} requests ({}), mean {:.0} ms, largest answer {} bytes", k.kind, k.body_bytes, k.requests, statuses.join(", "), k.mean_ms, k.largest_response_bytes);
+                let _ = writeln!(
+                    out,
+                    "  {:<16} {:>9} bytes: {:>5} requests ({}), mean {:.0} ms, largest answer {} bytes",
+                    k.kind,
+                    k.body_bytes,
+                    k.requests,
+                    statuses.join(", "),
+                    k.mean_ms,
+                    k.largest_response_bytes
+                );
             }
         }
         for (key, bytes) in &self.peak_rss_bytes {
@@ -278,7 +319,13 @@ impl Report {
                 None => "not measured",
             };
             let measured = goal.measured.map_or("-".into(), |m| format!("{m:.3}"));
-            let _ = writeln!(out, "  {:<36} {measured:>10} {} {:<8} {verdict}", goal.name, if goal.at_least { ">=" } else { "<=" }, goal.target);
+            let _ = writeln!(
+                out,
+                "  {:<36} {measured:>10} {} {:<8} {verdict}",
+                goal.name,
+                if goal.at_least { ">=" } else { "<=" },
+                goal.target
+            );
         }
         for error in &self.errors {
             let _ = writeln!(out, "error: {error}");
@@ -301,9 +348,20 @@ mod tests {
 
     fn report() -> Report {
         Report {
-            gateway: Some(GatewayFigures { batch_events_per_request: 100, batch_events_per_s: 30_000.0, single_events_per_s: 5_000.0, raw_producer_events_per_s: 60_000.0, ..Default::default() }),
+            gateway: Some(GatewayFigures {
+                batch_events_per_request: 100,
+                batch_events_per_s: 30_000.0,
+                single_events_per_s: 5_000.0,
+                raw_producer_events_per_s: 60_000.0,
+                ..Default::default()
+            }),
             clickhouse: Some(DrainFigures { consumer_events_per_s: 80.0, raw_events_per_s: 100.0, ..Default::default() }),
-            postgres: Some(DrainFigures { consumer_events_per_s: 50.0, raw_events_per_s: 100.0, raw_keyed_events_per_s: Some(80.0), ..Default::default() }),
+            postgres: Some(DrainFigures {
+                consumer_events_per_s: 50.0,
+                raw_events_per_s: 100.0,
+                raw_keyed_events_per_s: Some(80.0),
+                ..Default::default()
+            }),
             end_to_end: Some(EndToEndFigures { clickhouse: summary(900.0), postgres: summary(2_500.0), ..Default::default() }),
             peak_rss_bytes: BTreeMap::from([("gateway/load".into(), 40 << 20), ("gateway/e2e".into(), 120 << 20)]),
             ..Default::default()
@@ -348,7 +406,8 @@ mod tests {
         assert_eq!(met_hostile(hostile(65_536)), Some(true));
         assert_eq!(met_hostile(hostile(71_000_000)), Some(false));
         assert!(Report::default().goals().iter().all(|g| g.met.is_none()));
-        let drain_only = Report { gateway: Some(GatewayFigures { raw_producer_events_per_s: 1.0, ..Default::default() }), ..Default::default() };
+        let drain_only =
+            Report { gateway: Some(GatewayFigures { raw_producer_events_per_s: 1.0, ..Default::default() }), ..Default::default() };
         assert_eq!(drain_only.gateway_vs_raw_producer(), None, "the gateway phase did not run");
     }
 

@@ -163,7 +163,10 @@ impl Bench {
                     (count > 0.0).then(|| metric_total_where(&text, &format!("{name}_sum"), label) / count * 1000.0)
                 };
                 // Only batch requests have reached the delivery histogram at this point.
-                (mean("bxb_gateway_request_duration_seconds", "route=\"/v1/events/batch\""), mean("bxb_gateway_delivery_duration_seconds", ""))
+                (
+                    mean("bxb_gateway_request_duration_seconds", "route=\"/v1/events/batch\""),
+                    mean("bxb_gateway_delivery_duration_seconds", ""),
+                )
             }
             None => (None, None),
         };
@@ -278,7 +281,14 @@ impl Bench {
         let pg = consumer_setup(&self.args, ConsumerKind::Postgres, topic.clone(), dlq_topic, pg_group, pg_db, batch);
         let ch_process = drain::start(&self.args, &ch, "consumer-clickhouse-e2e").await?;
         let pg_process = drain::start(&self.args, &pg, "consumer-postgres-e2e").await?;
-        let gateway_process = process::start(&self.args.bin_dir, "gateway", "gateway-e2e", &gateway::gateway_env(&self.args, &topic, &key_file), &self.args.work_dir).await?;
+        let gateway_process = process::start(
+            &self.args.bin_dir,
+            "gateway",
+            "gateway-e2e",
+            &gateway::gateway_env(&self.args, &topic, &key_file),
+            &self.args.work_dir,
+        )
+        .await?;
         let target = Arc::new(gateway::target(&gateway_process)?);
         let stores = crate::e2e::Stores {
             clickhouse: services::clickhouse(&self.args.stack).with_database(&ch_db),
@@ -289,7 +299,9 @@ impl Bench {
         let bar = self.bar(u64::from(E2E_RATE) * duration.as_secs(), &format!("end to end at {E2E_RATE} events/s"));
         let result = crate::e2e::run(target, &keys, stores, E2E_RATE, duration, &bar).await;
         bar.finish();
-        for (label, process) in [("gateway/e2e", &gateway_process), ("consumer-clickhouse/e2e", &ch_process), ("consumer-postgres/e2e", &pg_process)] {
+        for (label, process) in
+            [("gateway/e2e", &gateway_process), ("consumer-clickhouse/e2e", &ch_process), ("consumer-postgres/e2e", &pg_process)]
+        {
             if let Some(rss) = process.peak_rss_bytes() {
                 self.report.peak_rss_bytes.insert(label.into(), rss);
             }

@@ -67,9 +67,23 @@ pub struct Sizes {
 impl Sizes {
     pub fn of(args: &BenchArgs) -> Self {
         let mut sizes = if args.quick {
-            Self { backlog_events: 100_000, gateway_load: Duration::from_secs(8), rate_step: Duration::from_secs(5), e2e: Duration::from_secs(15), hostile: Duration::from_secs(10), batch_events: 10_000 }
+            Self {
+                backlog_events: 100_000,
+                gateway_load: Duration::from_secs(8),
+                rate_step: Duration::from_secs(5),
+                e2e: Duration::from_secs(15),
+                hostile: Duration::from_secs(10),
+                batch_events: 10_000,
+            }
         } else {
-            Self { backlog_events: 1_000_000, gateway_load: Duration::from_secs(30), rate_step: Duration::from_secs(20), e2e: Duration::from_secs(60), hostile: Duration::from_secs(30), batch_events: 10_000 }
+            Self {
+                backlog_events: 1_000_000,
+                gateway_load: Duration::from_secs(30),
+                rate_step: Duration::from_secs(20),
+                e2e: Duration::from_secs(60),
+                hostile: Duration::from_secs(30),
+                batch_events: 10_000,
+            }
         };
         if let Some(n) = args.backlog_events {
             sizes.backlog_events = n;

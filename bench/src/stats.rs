@@ -41,7 +41,11 @@ impl LatencySummary {
 /// Events per second of `count` events in `elapsed`; 0 for an empty interval.
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
-    if seconds <= 0.0 { 0.0 } else { count as f64 / seconds }
+    if seconds <= 0.0 {
+        0.0
+    } else {
+        count as f64 / seconds
+    }
 }
 
 /// `measured / baseline`, rounded to 3 decimals; `None` when the baseline is not positive.

@@ -1,11 +1,11 @@
 use std::process::ExitCode;
 
 use bxb_consumer_clickhouse::ClickHouseArgs;
+use bxb_ctl::replay::{self, Target};
+use bxb_ctl::verify::{self, VerifyScope};
 use bxb_ctl::{migrate, produce};
 use bxb_event::ingest::TimestampWindow;
 use bxb_event::registry::{RegistryArgs, SchemaRegistry};
-use bxb_ctl::replay::{self, Target};
-use bxb_ctl::verify::{self, VerifyScope};
 use bxb_kafka::KafkaArgs;
 use bxb_publish::ProducerArgs;
 use clap::{ArgGroup, Parser, Subcommand};
@@ -105,8 +105,8 @@ enum Command {
 }
 
 fn parse_datetime(s: &str) -> Result<i64, String> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+    let t =
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| format!("not an RFC 3339 time: {e}"))?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -181,7 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = verify::verify(&pool, &clickhouse, &scope).await?;
             for d in &report.differences {
                 let show = |b: &Option<verify::Bucket>| {
-                    b.as_ref().map_or("-".to_owned(), |b| format!("{} events, value {}, decimal {}", b.events, b.value_sum, b.decimal_value_sum))
+                    b.as_ref()
+                        .map_or("-".to_owned(), |b| format!("{} events, value {}, decimal {}", b.events, b.value_sum, b.decimal_value_sum))
                 };
                 let hour = time::OffsetDateTime::from_unix_timestamp(d.key.2 / 1000)
                     .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())

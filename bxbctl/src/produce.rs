@@ -59,13 +59,17 @@ fn parse_line(line: &[u8], window: TimestampWindow) -> Result<Event, String> {
         organization_id: Uuid,
     }
     let owner: Owner = serde_json::from_slice(line).map_err(|e| format!("needs a UUID organization_id: {e}"))?;
-    let context =
-        ParseContext { organization_id: owner.organization_id, received_at_ms: now_ms(), window, max_batch_events: 1 };
+    let context = ParseContext { organization_id: owner.organization_id, received_at_ms: now_ms(), window, max_batch_events: 1 };
     match parse_single(line, &context) {
         Ok(mut events) => Ok(events.remove(0)),
         Err(rejection) => {
             let refusal = &rejection.refusal;
-            let shown = LineRefusal { code: refusal.code(), message: refusal.to_string(), errors: refusal.problems(), total_errors: refusal.total_problems() };
+            let shown = LineRefusal {
+                code: refusal.code(),
+                message: refusal.to_string(),
+                errors: refusal.problems(),
+                total_errors: refusal.total_problems(),
+            };
             Err(serde_json::to_string(&shown).unwrap_or(shown.message))
         }
     }

@@ -59,13 +59,7 @@ pub fn plan_partition(partition: i32, committed: Option<i64>, low: i64, high: i6
     // Without a committed offset the group would start at the topic's end or beginning per its
     // auto.offset.reset; our consumers use "earliest", so that is what a reset is compared to.
     let from = committed.unwrap_or(low).clamp(low, high);
-    PartitionPlan {
-        partition,
-        committed,
-        target,
-        reread: (from - target).max(0),
-        skipped: (target - from).max(0),
-    }
+    PartitionPlan { partition, committed, target, reread: (from - target).max(0), skipped: (target - from).max(0) }
 }
 
 fn admin_consumer(config: &ClientConfig, group: &str) -> Result<BaseConsumer, ReplayError> {

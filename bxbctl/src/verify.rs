@@ -73,12 +73,7 @@ pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifySc
     let postgres = postgres_buckets(pool, scope).await?;
     let usage = billing::usage(
         &clickhouse.client(),
-        &UsageQuery {
-            from_ms: scope.from_ms,
-            to_ms: scope.to_ms,
-            granularity: Granularity::Hour,
-            organization_id: scope.organization_id,
-        },
+        &UsageQuery { from_ms: scope.from_ms, to_ms: scope.to_ms, granularity: Granularity::Hour, organization_id: scope.organization_id },
     )
     .await?;
     let clickhouse: BTreeMap<BucketKey, Bucket> = usage
@@ -162,11 +157,8 @@ mod tests {
 
     #[test]
     fn counts_sums_and_missing_buckets_are_differences() {
-        let p = BTreeMap::from([
-            (key("a", 0), bucket(3, 1.0, "0")),
-            (key("b", 0), bucket(1, 1.0, "0")),
-            (key("c", 0), bucket(1, 1.0, "2")),
-        ]);
+        let p =
+            BTreeMap::from([(key("a", 0), bucket(3, 1.0, "0")), (key("b", 0), bucket(1, 1.0, "0")), (key("c", 0), bucket(1, 1.0, "2"))]);
         let c = BTreeMap::from([
             (key("a", 0), bucket(4, 1.0, "0")),
             (key("c", 0), bucket(1, 1.0, "2.000000000001")),

@@ -62,7 +62,8 @@ impl Outage {
 
 async fn shell(command: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let status = tokio::process::Command::new("sh").arg("-c").arg(command).status().await.with_context(|| format!("running {command:?}"))?;
+    let status =
+        tokio::process::Command::new("sh").arg("-c").arg(command).status().await.with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} exited with {status}");
     }
@@ -71,7 +72,12 @@ async fn shell(command: &str) -> anyhow::Result<f64> {
 
 /// Kills `instance` with `kill -9` at each moment (from `load_started`), restarting it after a
 /// random pause of 0.2–2 s; returns it running.
-pub async fn kill_lane(mut instance: Instance, moments: Vec<Duration>, load_started: Instant, seed: u64) -> anyhow::Result<(Instance, Vec<FaultRecord>)> {
+pub async fn kill_lane(
+    mut instance: Instance,
+    moments: Vec<Duration>,
+    load_started: Instant,
+    seed: u64,
+) -> anyhow::Result<(Instance, Vec<FaultRecord>)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut records = Vec::with_capacity(moments.len());
     for planned_at in moments {
@@ -94,7 +100,14 @@ pub struct BrokerCommands {
 }
 
 /// The broker restart at its moment.
-pub async fn broker_lane(gateway: &Gateway, broker: &BrokerCommands, probe: String, answer_limit: Duration, planned_at: Duration, load_started: Instant) -> anyhow::Result<(Outage, FaultRecord)> {
+pub async fn broker_lane(
+    gateway: &Gateway,
+    broker: &BrokerCommands,
+    probe: String,
+    answer_limit: Duration,
+    planned_at: Duration,
+    load_started: Instant,
+) -> anyhow::Result<(Outage, FaultRecord)> {
     tokio::time::sleep(planned_at.saturating_sub(load_started.elapsed())).await;
     let at_s = load_started.elapsed().as_secs_f64();
     let outage = broker_restart(gateway, broker, probe, answer_limit).await?;

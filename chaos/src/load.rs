@@ -79,13 +79,21 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 
 /// Offers every request of `plan`, one every `batch / rate` seconds, at most `concurrency` in
 /// flight, each retried until accepted or `deadline`.
-pub async fn offer(gateway: Gateway, plan: Arc<Plan>, rate: u32, concurrency: usize, deadline: Instant, progress: Arc<Progress>) -> LoadStats {
+pub async fn offer(
+    gateway: Gateway,
+    plan: Arc<Plan>,
+    rate: u32,
+    concurrency: usize,
+    deadline: Instant,
+    progress: Arc<Progress>,
+) -> LoadStats {
     let started = Instant::now();
     let events_per_request = plan.requests.first().map_or(1, |r| r.events.len()).max(1);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(events_per_request as f64 / f64::from(rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let shared = Arc::new(Mutex::new(LoadStats { requests: plan.requests.len(), accepted: vec![false; plan.requests.len()], ..Default::default() }));
+    let shared =
+        Arc::new(Mutex::new(LoadStats { requests: plan.requests.len(), accepted: vec![false; plan.requests.len()], ..Default::default() }));
     let mut tasks = Vec::with_capacity(plan.requests.len());
     for index in 0..plan.requests.len() {
         ticker.tick().await;

@@ -142,7 +142,9 @@ pub fn plan(seed: u64, shape: PlanShape) -> Plan {
                 timestamp_ms: shape.now_ms - rng.random_range(60_000..SPREAD_MS),
                 customer: rng.random_range(0..500),
                 value: f64::from(rng.random_range(0..400u32)) / 4.0,
-                decimal_value: rng.random_bool(0.3).then(|| format!("{}.{:03}", rng.random_range(0..1000u32), rng.random_range(0..1000u32))),
+                decimal_value: rng
+                    .random_bool(0.3)
+                    .then(|| format!("{}.{:03}", rng.random_range(0..1000u32), rng.random_range(0..1000u32))),
                 retry: Retry::No,
             };
             plan.distinct_events += 1;
@@ -159,13 +161,15 @@ pub fn plan(seed: u64, shape: PlanShape) -> Plan {
 mod tests {
     use super::*;
 
-    const SHAPE: PlanShape = PlanShape { distinct_events: 5_000, organizations: 4, batch_events: 50, retry_fraction: 0.05, now_ms: 1_800_000_000_000 };
+    const SHAPE: PlanShape =
+        PlanShape { distinct_events: 5_000, organizations: 4, batch_events: 50, retry_fraction: 0.05, now_ms: 1_800_000_000_000 };
 
     #[test]
     fn offers_every_distinct_event_once_plus_retries_of_earlier_ones() {
         let plan = plan(7, SHAPE);
         let all: Vec<&PlannedEvent> = plan.requests.iter().flat_map(|r| &r.events).collect();
-        let firsts: HashSet<(usize, &str)> = all.iter().filter(|e| e.retry == Retry::No).map(|e| (e.organization, e.transaction_id.as_str())).collect();
+        let firsts: HashSet<(usize, &str)> =
+            all.iter().filter(|e| e.retry == Retry::No).map(|e| (e.organization, e.transaction_id.as_str())).collect();
         assert_eq!(firsts.len(), 5_000);
         assert_eq!(plan.distinct_events, 5_000);
         assert_eq!(all.len(), 5_000 + plan.retries);

@@ -87,7 +87,10 @@ impl Report {
             self.load.seconds
         )];
         for f in &self.faults {
-            lines.push(format!("chaos fault: {:?} at {:.1} s (planned {:.1} s), back after {:.1} s", f.fault, f.at_s, f.planned_at_s, f.back_after_s));
+            lines.push(format!(
+                "chaos fault: {:?} at {:.1} s (planned {:.1} s), back after {:.1} s",
+                f.fault, f.at_s, f.planned_at_s, f.back_after_s
+            ));
         }
         if let Some(o) = &self.outage {
             lines.push(format!(
@@ -110,7 +113,12 @@ impl Report {
         for e in &self.errors {
             lines.push(format!("chaos error: {e}"));
         }
-        lines.push(format!("chaos: events={} lost={} double_counted={}", self.accepted_distinct_events, self.lost(), self.double_counted()));
+        lines.push(format!(
+            "chaos: events={} lost={} double_counted={}",
+            self.accepted_distinct_events,
+            self.lost(),
+            self.double_counted()
+        ));
         lines
     }
 }

@@ -67,7 +67,8 @@ pub async fn run(mut args: ChaosArgs) -> anyhow::Result<Report> {
     let run = RunNames::new("chaos");
     args.work_dir = args.work_dir.join(&run.id);
     std::fs::create_dir_all(&args.work_dir)?;
-    let mut chaos = Chaos { report: environment(seed, &args), args, names: Names::of(&run), created: Created::default(), started: Instant::now() };
+    let mut chaos =
+        Chaos { report: environment(seed, &args), args, names: Names::of(&run), created: Created::default(), started: Instant::now() };
     eprintln!("chaos: seed {seed}, topic {}, logs in {}", chaos.names.topic, chaos.args.work_dir.display());
     let deadline = chaos.args.deadline();
     match tokio::time::timeout(deadline, chaos.exercise(seed)).await {
@@ -174,11 +175,19 @@ impl Chaos {
         let progress = Arc::new(Progress::default());
         let load_deadline = self.started + self.args.deadline().mul_f64(0.6);
         let load_started = Instant::now();
-        let load = tokio::spawn(load::offer(gateway.clone(), plan.clone(), self.args.rate, self.args.concurrency, load_deadline, progress.clone()));
+        let load = tokio::spawn(load::offer(
+            gateway.clone(),
+            plan.clone(),
+            self.args.rate,
+            self.args.concurrency,
+            load_deadline,
+            progress.clone(),
+        ));
         let reporter = tokio::spawn(report_progress(progress.clone(), plan.distinct_events + plan.retries));
         // One lane per consumer and one for the broker, so every fault happens at its moment
         // whatever the others take.
-        let clickhouse_lane = tokio::spawn(faults::kill_lane(clickhouse, moments(Fault::Kill(ConsumerKind::ClickHouse)), load_started, seed ^ 1));
+        let clickhouse_lane =
+            tokio::spawn(faults::kill_lane(clickhouse, moments(Fault::Kill(ConsumerKind::ClickHouse)), load_started, seed ^ 1));
         let postgres_lane = tokio::spawn(faults::kill_lane(postgres, moments(Fault::Kill(ConsumerKind::Postgres)), load_started, seed ^ 2));
         let broker = faults::BrokerCommands { stop: self.args.broker_stop_command.clone(), start: self.args.broker_start_command.clone() };
         let probe_body = serde_json::json!({ "events": [probe.json()] }).to_string();
@@ -274,7 +283,17 @@ impl Chaos {
     /// `bxbctl replay --to-earliest --execute`, retried while the stopped consumers' group still
     /// lists members.
     async fn replay_from_earliest(&self, group: &str) -> anyhow::Result<()> {
-        let args = ["replay", "--group", group, "--topic", &self.names.topic, "--to-earliest", "--execute", "--kafka-brokers", &self.args.stack.kafka_brokers];
+        let args = [
+            "replay",
+            "--group",
+            group,
+            "--topic",
+            &self.names.topic,
+            "--to-earliest",
+            "--execute",
+            "--kafka-brokers",
+            &self.args.stack.kafka_brokers,
+        ];
         let until = Instant::now() + Duration::from_secs(90);
         loop {
             match process::output(&self.args.bin_dir, "bxbctl", &args, &[]).await {

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bxb_harness::StackArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "bxb-chaos", about = "Load through the gateway while consumers are killed and the broker restarts; then exact counts in both stores")]
+#[command(
+    name = "bxb-chaos",
+    about = "Load through the gateway while consumers are killed and the broker restarts; then exact counts in both stores"
+)]
 pub struct ChaosArgs {
     /// Distinct events offered through the gateway (retries come on top).
     #[arg(long, default_value_t = 100_000)]

@@ -34,9 +34,17 @@ struct IdentityRow {
 
 /// The run's `events_raw`: distinct identities, and the billing query's count over `range_ms`.
 pub async fn clickhouse(client: &clickhouse::Client, range_ms: (i64, i64)) -> anyhow::Result<Holding> {
-    let rows: Vec<IdentityRow> = client.query("SELECT DISTINCT toString(organization_id), transaction_id FROM events_raw").fetch_all().await?;
-    let identities = rows.into_iter().map(|r| Ok((r.organization_id.parse::<Uuid>()?, r.transaction_id))).collect::<anyhow::Result<HashSet<Identity>>>()?;
-    let usage = billing::usage(client, &UsageQuery { from_ms: range_ms.0, to_ms: range_ms.1, granularity: Granularity::Hour, organization_id: None }).await?;
+    let rows: Vec<IdentityRow> =
+        client.query("SELECT DISTINCT toString(organization_id), transaction_id FROM events_raw").fetch_all().await?;
+    let identities = rows
+        .into_iter()
+        .map(|r| Ok((r.organization_id.parse::<Uuid>()?, r.transaction_id)))
+        .collect::<anyhow::Result<HashSet<Identity>>>()?;
+    let usage = billing::usage(
+        client,
+        &UsageQuery { from_ms: range_ms.0, to_ms: range_ms.1, granularity: Granularity::Hour, organization_id: None },
+    )
+    .await?;
     let counted = usage.iter().map(|u| u.events).sum();
     let stored: u64 = client.query("SELECT count() FROM events_raw").fetch_one().await?;
     Ok(Holding { identities, counted, rows: stored })

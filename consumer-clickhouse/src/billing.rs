@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn scaled_integers_become_exact_decimals() {
-        for (scaled, text) in [(0, "0"), (1, "0.000000000001"), (-1_500_000_000_000, "-1.5"), (10i128.pow(38) - 1, "99999999999999999999999999.999999999999")] {
+        for (scaled, text) in
+            [(0, "0"), (1, "0.000000000001"), (-1_500_000_000_000, "-1.5"), (10i128.pow(38) - 1, "99999999999999999999999999.999999999999")]
+        {
             assert_eq!(decimal_from_scaled(scaled, 12).unwrap().as_str(), text);
         }
         assert_eq!(decimal_from_scaled(i128::MAX, 12), None);

@@ -91,7 +91,9 @@ mod tests {
 
     #[test]
     fn a_missing_table_is_fatal_and_too_many_parts_is_retried() {
-        let missing = Error::BadResponse("Code: 60, e.displayText() = DB::Exception: Table bxb.events_raw doesn't exist., e.what() = DB::Exception".into());
+        let missing = Error::BadResponse(
+            "Code: 60, e.displayText() = DB::Exception: Table bxb.events_raw doesn't exist., e.what() = DB::Exception".into(),
+        );
         assert!(matches!(classify(missing), SinkError::Fatal(m) if m.contains("UNKNOWN_TABLE")));
         let parts = Error::BadResponse("Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)".into());
         assert!(matches!(classify(parts), SinkError::Retry(_)));

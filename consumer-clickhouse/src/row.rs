@@ -59,12 +59,13 @@ impl EventRow {
         let timestamp = u32::try_from(event.timestamp_ms.div_euclid(1000)).map_err(|_| {
             SinkError::Fatal(format!("timestamp {} ms does not fit DateTime (offset {})", event.timestamp_ms, record.offset))
         })?;
-        let decimal_value = match &event.decimal_value {
-            Some(d) => Some(d.to_scaled_i128(DECIMAL_SCALE).ok_or_else(|| {
-                SinkError::Fatal(format!("decimal_value {d} does not fit Decimal(38, 12) (offset {})", record.offset))
-            })?),
-            None => None,
-        };
+        let decimal_value =
+            match &event.decimal_value {
+                Some(d) => Some(d.to_scaled_i128(DECIMAL_SCALE).ok_or_else(|| {
+                    SinkError::Fatal(format!("decimal_value {d} does not fit Decimal(38, 12) (offset {})", record.offset))
+                })?),
+                None => None,
+            };
         Ok(Self {
             organization_id: event.organization_id,
             transaction_id: event.transaction_id.clone(),

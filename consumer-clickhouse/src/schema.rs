@@ -45,11 +45,8 @@ pub async fn check(args: &ClickHouseArgs) -> Result<ServerFeatures, SetupError> 
     check_identifier(&args.database)?;
     let server = args.server_client();
     verify_columns(&server, &args.database).await?;
-    let limit_settings: u64 = server
-        .query(PARTITION_LIMIT_QUERY)
-        .fetch_one()
-        .await
-        .map_err(clickhouse_error("reading the server settings"))?;
+    let limit_settings: u64 =
+        server.query(PARTITION_LIMIT_QUERY).fetch_one().await.map_err(clickhouse_error("reading the server settings"))?;
     Ok(ServerFeatures { limits_partitions_per_insert: limit_settings > 0 })
 }
 
@@ -105,14 +102,21 @@ pub fn column_differences(actual: &[Column]) -> Option<String> {
             problems.push(format!("unexpected column {} {} without a default", c.name, c.r#type));
         }
     }
-    if problems.is_empty() { None } else { Some(problems.join("; ")) }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(problems.join("; "))
+    }
 }
 
 fn check_identifier(database: &str) -> Result<(), SetupError> {
     if is_plain_identifier(database) {
         Ok(())
     } else {
-        Err(SetupError::Config { setting: "BXB_CLICKHOUSE_DATABASE", problem: format!("{database:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)") })
+        Err(SetupError::Config {
+            setting: "BXB_CLICKHOUSE_DATABASE",
+            problem: format!("{database:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"),
+        })
     }
 }
 

@@ -27,11 +27,7 @@ pub struct BillableMetrics {
 
 impl BillableMetrics {
     pub fn new(codes_for_everyone: impl IntoIterator<Item = String>) -> Self {
-        let everyone = codes_for_everyone
-            .into_iter()
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .collect();
+        let everyone = codes_for_everyone.into_iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
         Self { everyone, snapshot: RwLock::new(None) }
     }
 
@@ -48,9 +44,7 @@ impl BillableMetrics {
 
     /// Reloads the whole table; on failure the previous snapshot stays in use.
     pub async fn refresh(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT organization_id, code FROM billable_metrics")
-            .fetch_all(pool)
-            .await?;
+        let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT organization_id, code FROM billable_metrics").fetch_all(pool).await?;
         let count = rows.len();
         let mut by_organization = CodesByOrganization::new();
         for (organization_id, code) in rows {

@@ -101,9 +101,7 @@ impl PostgresArgs {
     /// at start is retried by the caller instead of failing the constructor.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
         let options: PgConnectOptions = self.url.parse()?;
-        let options = options
-            .application_name("consumer-postgres")
-            .options([("statement_timeout", self.statement_timeout_ms.to_string())]);
+        let options = options.application_name("consumer-postgres").options([("statement_timeout", self.statement_timeout_ms.to_string())]);
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))

@@ -56,11 +56,9 @@ pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => db.code().is_none_or(|code| sqlstate_is_transient(&code)),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => {
+            true
+        }
         _ => false,
     }
 }
@@ -88,7 +86,11 @@ pub(crate) fn sqlstate_is_transient(code: &str) -> bool {
 /// Sorts a failed write into retry or fatal (see [`is_transient`]); `action` says what failed.
 pub(crate) fn classify(action: &str, error: sqlx::Error) -> SinkError {
     let message = format!("{action}: {error}");
-    if is_transient(&error) { SinkError::Retry(message) } else { SinkError::Fatal(message) }
+    if is_transient(&error) {
+        SinkError::Retry(message)
+    } else {
+        SinkError::Fatal(message)
+    }
 }
 
 #[cfg(test)]

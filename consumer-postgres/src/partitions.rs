@@ -123,9 +123,8 @@ impl Partitions {
     /// Creates the current partition and the next `ahead`.
     pub async fn create_ahead(&self, pool: &PgPool, now_ms: i64) -> Result<Vec<String>, sqlx::Error> {
         let current = self.interval_start(now_ms);
-        let ranges: Vec<Range> = (0..=i64::from(self.ahead))
-            .map(|k| (current + k * self.interval_ms, current + (k + 1) * self.interval_ms))
-            .collect();
+        let ranges: Vec<Range> =
+            (0..=i64::from(self.ahead)).map(|k| (current + k * self.interval_ms, current + (k + 1) * self.interval_ms)).collect();
         self.create(pool, &ranges).await
     }
 
@@ -187,8 +186,7 @@ impl Partitions {
         let keep_from_ms = self.window(now_ms).from_ms;
         let mut tx = self.locked_ddl_transaction(pool).await?;
         let existing = list(&mut tx).await?;
-        let (expired, kept): (Vec<Partition>, Vec<Partition>) =
-            existing.into_iter().partition(|p| p.upper_ms <= keep_from_ms);
+        let (expired, kept): (Vec<Partition>, Vec<Partition>) = existing.into_iter().partition(|p| p.upper_ms <= keep_from_ms);
         for partition in &expired {
             sqlx::query(&format!("DROP TABLE IF EXISTS {}", quote_ident(&partition.name))).execute(&mut *tx).await?;
             tracing::info!(partition = %partition.name, "dropped expired partition");
@@ -200,8 +198,8 @@ impl Partitions {
         // Writers never accept a timestamp before `keep_from_ms`, so these keys are never looked
         // at again; deleting them after the drop, in chunks and outside the lock, keeps writers
         // and partition creation from waiting on a large delete.
-        let cutoff = OffsetDateTime::from_unix_timestamp_nanos(i128::from(keep_from_ms) * 1_000_000)
-            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let cutoff =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(keep_from_ms) * 1_000_000).map_err(|e| sqlx::Error::Encode(e.into()))?;
         loop {
             let deleted = sqlx::query(
                 "DELETE FROM event_keys k USING (
@@ -245,11 +243,7 @@ pub async fn list(conn: &mut sqlx::PgConnection) -> Result<Vec<Partition>, sqlx:
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(name, lower, upper)| Partition {
-            name,
-            lower_ms: lower.unwrap_or(i64::MIN),
-            upper_ms: upper.unwrap_or(i64::MAX),
-        })
+        .map(|(name, lower, upper)| Partition { name, lower_ms: lower.unwrap_or(i64::MIN), upper_ms: upper.unwrap_or(i64::MAX) })
         .collect())
 }
 

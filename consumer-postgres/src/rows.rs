@@ -62,7 +62,9 @@ impl Keys<'_> {
     /// The binary `COPY` stream of [`COPY_KEYS`].
     pub fn copy_stream(&self) -> Result<Vec<u8>, CopyEncodeError> {
         let mut w = BinaryCopyWriter::with_capacity(self.transaction_ids.len() * 64);
-        for ((organization_id, transaction_id), &timestamp_ms) in self.organization_ids.iter().zip(&self.transaction_ids).zip(&self.timestamps_ms) {
+        for ((organization_id, transaction_id), &timestamp_ms) in
+            self.organization_ids.iter().zip(&self.transaction_ids).zip(&self.timestamps_ms)
+        {
             w.row(3).uuid(organization_id);
             w.text(transaction_id)?;
             w.timestamptz_ms(timestamp_ms);

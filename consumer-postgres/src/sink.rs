@@ -164,8 +164,7 @@ impl PostgresSink {
             summary.already_stored = staged - written;
         }
         metrics::counter!("bxb_consumer_postgres_events_written_total").increment(summary.written);
-        metrics::counter!("bxb_consumer_postgres_events_skipped_total", "reason" => "already_stored")
-            .increment(summary.already_stored);
+        metrics::counter!("bxb_consumer_postgres_events_skipped_total", "reason" => "already_stored").increment(summary.already_stored);
         for (skip, count) in &summary.skipped {
             metrics::counter!("bxb_consumer_postgres_events_skipped_total", "reason" => skip.as_str()).increment(*count);
         }
@@ -176,11 +175,7 @@ impl PostgresSink {
     async fn insert(&self, records: &[&Record]) -> Result<(u64, u64), SinkError> {
         let inner = &self.inner;
         let keys = rows::Keys::of(records);
-        inner
-            .partitions
-            .ensure_covering(&inner.pool, &keys.timestamps_ms)
-            .await
-            .map_err(|e| classify("creating partitions", e))?;
+        inner.partitions.ensure_covering(&inner.pool, &keys.timestamps_ms).await.map_err(|e| classify("creating partitions", e))?;
 
         let result = async {
             let mut tx = inner.pool.begin().await?;

@@ -281,9 +281,13 @@ mod tests {
 
     #[test]
     fn keys_may_not_go_stale_between_two_healthy_refreshes() {
-        let error = parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15000"]).validate().unwrap_err();
+        let error = parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15000"])
+            .validate()
+            .unwrap_err();
         assert_eq!(error.setting, "BXB_API_KEYS_MAX_STALENESS_MS");
-        parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15001"]).validate().unwrap();
+        parse(&["--api-keys-refresh-ms=10000", "--api-keys-query-timeout-ms=5000", "--api-keys-max-staleness-ms=15001"])
+            .validate()
+            .unwrap();
         assert_eq!(parse(&["--api-keys-query-timeout-ms=0"]).validate().unwrap_err().setting, "BXB_API_KEYS_QUERY_TIMEOUT_MS");
     }
 

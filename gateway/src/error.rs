@@ -259,7 +259,8 @@ mod tests {
 
     #[tokio::test]
     async fn validation_errors_list_every_problem() {
-        let error = GatewayError::Validation { problems: list(&[(0, "code", "invalid_characters", "bad"), (3, "timestamp", "too_old", "old")]) };
+        let error =
+            GatewayError::Validation { problems: list(&[(0, "code", "invalid_characters", "bad"), (3, "timestamp", "too_old", "old")]) };
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
@@ -274,7 +275,8 @@ mod tests {
     #[tokio::test]
     async fn countless_problems_are_answered_with_the_first_and_their_count() {
         let wide = "\u{1}".repeat(64);
-        let problems: ProblemList = (0..100_000).map(|i| Problem::new(i, wide.clone(), "unknown_field", format!("{wide:?} is not an event field"))).collect();
+        let problems: ProblemList =
+            (0..100_000).map(|i| Problem::new(i, wide.clone(), "unknown_field", format!("{wide:?} is not an event field"))).collect();
         let response = GatewayError::Validation { problems }.into_response();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         assert!(bytes.len() <= bxb_event::ingest::MAX_ERROR_BODY_BYTES, "{} bytes", bytes.len());
@@ -332,7 +334,10 @@ mod tests {
         let floods = [
             (Endpoint::Single, format!("{{{}}}", vec![r#""":0"#; 10_000].join(","))),
             (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, ["{}"; 10].join(","))),
-            (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, [r#"{"organization_id":"00000000-0000-0000-0000-000000000001"}"#; 10].join(","))),
+            (
+                Endpoint::Batch,
+                format!(r#"{{"events":[{}]}}"#, [r#"{"organization_id":"00000000-0000-0000-0000-000000000001"}"#; 10].join(",")),
+            ),
             (Endpoint::Batch, format!(r#"{{"events":"{}"}}"#, "x".repeat(10_000))),
             (Endpoint::Batch, format!(r#"{{"events":[{}]}}"#, ["{}"; 11].join(","))),
         ];
@@ -356,7 +361,12 @@ mod tests {
     fn every_publish_error_keeps_its_status_code_and_message() {
         let too_large = || list(&[(1, "", "record_too_large", "the event encodes to 9 bytes")]);
         for (error, status, code, message) in [
-            (PublishError::SchemaNotRegistered, 503, "schema_not_registered", "the gateway is starting: the event schema is not registered yet"),
+            (
+                PublishError::SchemaNotRegistered,
+                503,
+                "schema_not_registered",
+                "the gateway is starting: the event schema is not registered yet",
+            ),
             (PublishError::QueueFull, 503, "kafka_queue_full", "Kafka is not keeping up: the producer queue is full"),
             (PublishError::KafkaUnavailable("down".into()), 503, "kafka_unavailable", "Kafka did not confirm the events in time: down"),
             (PublishError::RecordTooLarge { problems: too_large() }, 413, "record_too_large", "events too large to publish"),

@@ -58,7 +58,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let registry = SchemaRegistry::new(&config.registry)?;
     let encoder = Arc::new(OnceLock::new());
     let connection = config.kafka.client_config()?;
-    let publisher = bxb_publish::Publisher::new(&config.producer, &connection, "bxb-gateway", config.events_topic.clone(), encoder.clone())?;
+    let publisher =
+        bxb_publish::Publisher::new(&config.producer, &connection, "bxb-gateway", config.events_topic.clone(), encoder.clone())?;
     let keys = Arc::new(auth::KeyStore::new(Duration::from_millis(config.auth.max_staleness_ms)));
     let state = Arc::new(routes::AppState {
         keys: keys.clone(),
@@ -77,13 +78,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let background = CancellationToken::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(key_sources.keep_fresh(keys, keys_ready, background.clone()));
-    tasks.spawn(readiness::register_schema(
-        registry,
-        config.events_topic.clone(),
-        encoder,
-        schema_ready,
-        background.clone(),
-    ));
+    tasks.spawn(readiness::register_schema(registry, config.events_topic.clone(), encoder, schema_ready, background.clone()));
     tasks.spawn(readiness::watch_kafka(
         state.publisher.producer().clone(),
         config.events_topic.clone(),

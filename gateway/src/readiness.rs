@@ -46,21 +46,13 @@ pub async fn register_schema(
 
 /// Every `interval`: fetches the metadata of the events topic (ready when the topic has
 /// partitions with leaders) and records the producer queue depth.
-pub async fn watch_kafka(
-    producer: FutureProducer,
-    topic: String,
-    interval: Duration,
-    ready: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) {
+pub async fn watch_kafka(producer: FutureProducer, topic: String, interval: Duration, ready: Arc<AtomicBool>, shutdown: CancellationToken) {
     let mut first_probe = true;
     loop {
         let probe = producer.clone();
         let probe_topic = topic.clone();
         // fetch_metadata blocks; the timeout keeps one probe within one interval.
-        let reachable = tokio::task::spawn_blocking(move || topic_is_served(&probe, &probe_topic, interval))
-            .await
-            .unwrap_or(false);
+        let reachable = tokio::task::spawn_blocking(move || topic_is_served(&probe, &probe_topic, interval)).await.unwrap_or(false);
         let was_reachable = ready.swap(reachable, Ordering::Relaxed);
         if reachable != was_reachable || first_probe {
             first_probe = false;

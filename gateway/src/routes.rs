@@ -152,12 +152,7 @@ async fn accept(app: &AppState, request: Request, endpoint: Endpoint, span: &tra
         .unwrap_or(Err(GatewayError::BodyTimeout))
         .map_err(unknown_count)?;
 
-    let context = ParseContext {
-        organization_id,
-        received_at_ms,
-        window: app.window,
-        max_batch_events: app.limits.max_batch_events,
-    };
+    let context = ParseContext { organization_id, received_at_ms, window: app.window, max_batch_events: app.limits.max_batch_events };
     let parsed = match endpoint {
         Endpoint::Single => parse_single(&body, &context),
         Endpoint::Batch => parse_batch(&body, &context),
@@ -184,7 +179,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let is_json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if is_json { Ok(()) } else { Err(GatewayError::UnsupportedContentType) }
+    if is_json {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedContentType)
+    }
 }
 
 async fn read_body(request: Request, max_body_bytes: usize) -> Result<Bytes, GatewayError> {

@@ -125,7 +125,8 @@ fn refuse(stream: TcpStream, builder: &Builder<TokioExecutor>, refusing: &Arc<Se
     let Ok(refusal) = refusing.clone().try_acquire_owned() else {
         return;
     };
-    let answer = builder.serve_connection(TokioIo::new(stream), service_fn(move |request| overloaded(request, max_connections))).into_owned();
+    let answer =
+        builder.serve_connection(TokioIo::new(stream), service_fn(move |request| overloaded(request, max_connections))).into_owned();
     tokio::spawn(async move {
         let _refusal = refusal;
         let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;

@@ -118,7 +118,9 @@ async fn the_binary_manages_keys_serves_and_never_logs_a_key() {
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
         assert!(serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()), "not a JSON log line: {line}");
     }
-    for expected in ["gateway listening", "event schema registered", "revoked_api_key", "invalid_api_key", "SIGTERM received", "producer flushed"] {
+    for expected in
+        ["gateway listening", "event schema registered", "revoked_api_key", "invalid_api_key", "SIGTERM received", "producer flushed"]
+    {
         assert!(logs.contains(expected), "the logs lack {expected:?}:\n{logs}");
     }
     for secret in [&key, &revoked_key, &unknown_key] {

@@ -75,18 +75,10 @@ mod apply {
             return Err(MigrateError::DatabaseName(database.to_owned()));
         }
         let mut created = Vec::new();
-        let databases: u64 = server
-            .query(DATABASE_EXISTS_QUERY)
-            .bind(database)
-            .fetch_one()
-            .await
-            .map_err(failed("checking the database"))?;
+        let databases: u64 =
+            server.query(DATABASE_EXISTS_QUERY).bind(database).fetch_one().await.map_err(failed("checking the database"))?;
         if databases == 0 {
-            server
-                .query_raw(&create_database_sql(database))
-                .execute()
-                .await
-                .map_err(failed("creating the database"))?;
+            server.query_raw(&create_database_sql(database)).execute().await.map_err(failed("creating the database"))?;
             created.push(database.to_owned());
         }
         let client = server.clone().with_database(database);

@@ -65,7 +65,11 @@ mod apply {
             Vec::new()
         };
         let problems = problems(MIGRATOR.iter(), &applied);
-        if problems.is_empty() { Ok(()) } else { Err(CheckError::NotCurrent { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckError::NotCurrent { problems })
+        }
     }
 
     /// What is wrong with the history `applied` (version, checksum, success) for `migrations`.
@@ -153,7 +157,8 @@ mod tests {
         let mut created = Vec::new();
         for (file, owner, tables) in &migrations {
             for table in tables {
-                let listed = TABLE_OWNERS.iter().find(|(t, _)| t == table).unwrap_or_else(|| panic!("{file}: {table} is not in TABLE_OWNERS"));
+                let listed =
+                    TABLE_OWNERS.iter().find(|(t, _)| t == table).unwrap_or_else(|| panic!("{file}: {table} is not in TABLE_OWNERS"));
                 assert_eq!(listed.1, owner, "{file} creates {table}, which TABLE_OWNERS gives to {}", listed.1);
                 created.push(table.as_str());
             }

@@ -61,12 +61,7 @@ pub fn consumer_args(topic: &str, dlq_topic: &str, group: &str) -> bxb_consumer:
 /// A name unique to this test run and call, safe for topics, groups, tables and databases.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    )
+    format!("{prefix}_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand::random::<u32>())
 }
 
 /// A topic created for one test and deleted when dropped.
@@ -77,9 +72,7 @@ pub struct EphemeralTopic {
 impl EphemeralTopic {
     pub async fn new(prefix: &str, partitions: i32) -> Self {
         let name = unique(prefix);
-        bxb_kafka::admin::ensure_topic(&kafka_config(), &name, partitions, 1, &[])
-            .await
-            .expect("create test topic");
+        bxb_kafka::admin::ensure_topic(&kafka_config(), &name, partitions, 1, &[]).await.expect("create test topic");
         Self { name }
     }
 }

@@ -97,10 +97,8 @@ async fn respond(mut stream: TcpStream, answer: Arc<Mutex<Answer>>, requests: Ar
         Answer::Forward => forward(&path).await,
     };
     requests.fetch_add(1, Ordering::SeqCst);
-    let reply = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let reply =
+        format!("HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await
 }

@@ -39,13 +39,7 @@ impl Pipeline {
         let topic = EphemeralTopic::new("ch_events", PARTITIONS).await;
         let dlq = EphemeralTopic::new("ch_dlq", 1).await;
         let publisher = EventPublisher::new(&topic.name).await;
-        Self {
-            topic,
-            dlq,
-            group: unique("ch_group"),
-            database: unique("ch_db"),
-            publisher,
-        }
+        Self { topic, dlq, group: unique("ch_group"), database: unique("ch_db"), publisher }
     }
 
     pub fn clickhouse_args(&self) -> ClickHouseArgs {
@@ -101,10 +95,7 @@ impl Pipeline {
     }
 
     pub async fn wait_for_rows(&self, count: u64) {
-        eventually(&format!("{count} rows in events_raw"), WAIT, || async {
-            (self.row_count().await >= count).then_some(())
-        })
-        .await;
+        eventually(&format!("{count} rows in events_raw"), WAIT, || async { (self.row_count().await >= count).then_some(()) }).await;
         assert_eq!(self.row_count().await, count, "exactly {count} rows");
     }
 
@@ -120,10 +111,8 @@ impl Pipeline {
 
     pub async fn wait_until_all_committed(&self, group: &str) {
         let end = self.end_offsets().await;
-        eventually(&format!("group {group} to commit {end:?}"), WAIT, || async {
-            (self.committed(group).await == end).then_some(())
-        })
-        .await;
+        eventually(&format!("group {group} to commit {end:?}"), WAIT, || async { (self.committed(group).await == end).then_some(()) })
+            .await;
     }
 
     pub async fn usage(&self, granularity: Granularity, organization_id: Option<uuid::Uuid>) -> Vec<Usage> {
@@ -175,7 +164,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start() -> Self {
-        Self::start_to(clickhouse_url().trim_start_matches("http://").trim_end_matches('/').parse().expect("ClickHouse URL is http://ip:port")).await
+        Self::start_to(
+            clickhouse_url().trim_start_matches("http://").trim_end_matches('/').parse().expect("ClickHouse URL is http://ip:port"),
+        )
+        .await
     }
 
     pub async fn start_to(target: SocketAddr) -> Self {

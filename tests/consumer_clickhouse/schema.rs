@@ -21,7 +21,8 @@ async fn without_migrating_on_start_a_missing_table_is_refused_until_bxbctl_migr
     assert!(matches!(error, Error::Setup(SetupError::NotMigrated { .. })), "{error:?}");
     assert!(error.to_string().contains("bxbctl migrate"), "{error}");
     let server = clickhouse::Client::default().with_url(clickhouse_url()).with_validation(false);
-    let databases: u64 = server.query("SELECT count() FROM system.databases WHERE name = ?").bind(&pipeline.database).fetch_one().await.unwrap();
+    let databases: u64 =
+        server.query("SELECT count() FROM system.databases WHERE name = ?").bind(&pipeline.database).fetch_one().await.unwrap();
     assert_eq!(databases, 0, "checking creates nothing");
 
     let args = pipeline.clickhouse_args();

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const TABLES: &str = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('events', 'event_keys', 'billable_metrics', 'api_keys')";
+const TABLES: &str =
+    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('events', 'event_keys', 'billable_metrics', 'api_keys')";
 
 #[tokio::test]
 async fn migrations_apply_once_and_again_without_change() {

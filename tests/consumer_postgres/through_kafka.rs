@@ -166,10 +166,7 @@ async fn a_crash_between_write_and_commit_and_a_reread_from_zero_leave_one_row_p
     let written_before_crash = scalar(&pool, "SELECT count(*) FROM events").await;
     assert!(written_before_crash > 0, "the crashed consumer wrote its first batch");
     let committed_at_crash = committed_offsets(&group, &stack.topic.name).await;
-    assert!(
-        committed_at_crash.values().all(|c| *c == 0),
-        "nothing was committed before the crash: {committed_at_crash:?}"
-    );
+    assert!(committed_at_crash.values().all(|c| *c == 0), "nothing was committed before the crash: {committed_at_crash:?}");
 
     // Restarted in the same group: the batch is delivered again, and still stored once.
     let mut config = stack.config(&group);
@@ -278,11 +275,7 @@ async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each()
     // Written and already stored in one write: the keys' COPY failed and the fallback insert ran.
     assert_eq!(
         *summaries.lock().unwrap(),
-        vec![WriteSummary {
-            written: 51,
-            already_stored: 25,
-            skipped: vec![(Skip::DuplicateInBatch, 1), (Skip::NotBillable, 10)],
-        }]
+        vec![WriteSummary { written: 51, already_stored: 25, skipped: vec![(Skip::DuplicateInBatch, 1), (Skip::NotBillable, 10)] }]
     );
 
     // Each identity once, as its lowest offset had it.
@@ -298,7 +291,11 @@ async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each()
     rows.sort();
     assert_eq!(rows, expected);
     assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM events WHERE value = 2.5 AND decimal_value = 12.000000000345 AND properties->>'region' = 'eu-west-1'").await,
+        scalar(
+            &pool,
+            "SELECT count(*) FROM events WHERE value = 2.5 AND decimal_value = 12.000000000345 AND properties->>'region' = 'eu-west-1'"
+        )
+        .await,
         101,
         "no retried value was stored"
     );

@@ -55,11 +55,12 @@ fn uses_our_image(service: &Value) -> bool {
 fn compose_references_only_what_exists() {
     let (_, file) = compose();
     let services = services(&file);
-    for expected in ["kafka", "registry", "postgres", "clickhouse", "kafka-topics", "migrate", "gateway", "consumer-clickhouse", "consumer-postgres"] {
+    for expected in
+        ["kafka", "registry", "postgres", "clickhouse", "kafka-topics", "migrate", "gateway", "consumer-clickhouse", "consumer-postgres"]
+    {
         assert!(services.contains_key(expected), "docker-compose.yml has no service {expected}");
     }
-    let declared: BTreeSet<String> =
-        labels_or_keys(at(&file, &["volumes"])).into_iter().collect();
+    let declared: BTreeSet<String> = labels_or_keys(at(&file, &["volumes"])).into_iter().collect();
     let mut used = BTreeSet::new();
     let mut awaited = BTreeSet::new();
     for (name, service) in &services {
@@ -70,7 +71,9 @@ fn compose_references_only_what_exists() {
         for (target, condition) in depends_on(service) {
             let target_service = services.get(&target).unwrap_or_else(|| panic!("{name} depends on unknown service {target}"));
             match condition.as_str() {
-                "service_healthy" => assert!(at(target_service, &["healthcheck"]).is_some(), "{name} waits for {target}'s health, it has none"),
+                "service_healthy" => {
+                    assert!(at(target_service, &["healthcheck"]).is_some(), "{name} waits for {target}'s health, it has none")
+                }
                 "service_completed_successfully" => {
                     assert!(is_one_shot(target_service), "{name} waits for {target} to complete, but it keeps running");
                     awaited.insert(target.clone());
@@ -132,10 +135,7 @@ fn compose_gives_the_binaries_only_settings_they_read_and_those_of_dev_up() {
         let run = binaries_run(service);
         assert!(!run.is_empty(), "{name}: runs none of the workspace binaries");
         for variable in environment.keys() {
-            assert!(
-                run.iter().any(|b| by_binary[b].contains(variable)),
-                "{name}: {variable} is read by none of {run:?}"
-            );
+            assert!(run.iter().any(|b| by_binary[b].contains(variable)), "{name}: {variable} is read by none of {run:?}");
             set_somewhere.insert(variable.clone());
         }
     }
@@ -164,9 +164,8 @@ fn compose_interpolates_only_dev_variables_with_their_defaults() {
             continue; // `$${...}`: for the container's shell, not for compose
         }
         let expression = &text[at + 2..at + text[at..].find('}').expect("${ closes")];
-        let (variable, default) = expression
-            .split_once(":-")
-            .unwrap_or_else(|| panic!("${{{expression}}} has no default: compose would need it set"));
+        let (variable, default) =
+            expression.split_once(":-").unwrap_or_else(|| panic!("${{{expression}}} has no default: compose would need it set"));
         let declared = format!(": \"${{{variable}:={default}}}\"");
         assert!(scripts.contains(&declared), "${{{expression}}}: dev/lib.sh or dev/up must declare {declared}");
         found += 1;

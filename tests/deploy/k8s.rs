@@ -111,7 +111,8 @@ fn grace_periods_outlast_the_drain() {
             other => panic!("{dir}: gateway preStop is not `sleep N`: {other:?}"),
         };
         // gateway::run: in-flight requests get the request timeout + 1 s, then the producer flush.
-        let drain_ms = pre_stop * 1000 + env_ms(container, "BXB_REQUEST_TIMEOUT_MS") + 1000 + env_ms(container, "BXB_SHUTDOWN_FLUSH_TIMEOUT_MS");
+        let drain_ms =
+            pre_stop * 1000 + env_ms(container, "BXB_REQUEST_TIMEOUT_MS") + 1000 + env_ms(container, "BXB_SHUTDOWN_FLUSH_TIMEOUT_MS");
         assert!(grace(gateway) * 1000 > drain_ms, "{dir}: gateway grace {} s <= drain {drain_ms} ms", grace(gateway));
 
         let postgres = deployment_of(render, "consumer-postgres");
@@ -272,7 +273,8 @@ fn check_network_policies(dir: &str, render: &crate::render::Render) {
     let open = policies.iter().any(|p| {
         selects(&labels(at(p, &["spec", "podSelector", "matchLabels"])), &pod_labels(gateway))
             && seq_at(p, &["spec", "ingress"]).iter().any(|rule| {
-                at(rule, &["from"]).is_none() && seq_at(rule, &["ports"]).iter().any(|port| at(port, &["port"]).and_then(Value::as_u64) == api_port)
+                at(rule, &["from"]).is_none()
+                    && seq_at(rule, &["ports"]).iter().any(|port| at(port, &["port"]).and_then(Value::as_u64) == api_port)
             })
     });
     assert!(open, "{dir}: no NetworkPolicy lets clients reach the gateway's port");

@@ -18,8 +18,7 @@ use crate::support::{repo_root, str_at, tool, yaml_documents};
 pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 
 /// Custom resources the manifests may use (apiVersion, kind).
-pub const CUSTOM_KINDS: [(&str, &str); 2] =
-    [("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")];
+pub const CUSTOM_KINDS: [(&str, &str); 2] = [("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")];
 
 /// One rendered kustomization.
 pub struct Render {
@@ -70,16 +69,8 @@ pub fn rendered(dir: &str) -> &'static Render {
 }
 
 fn render(dir: &str) -> Render {
-    let output = Command::new(tool("kustomize"))
-        .arg("build")
-        .arg(repo_root().join(dir))
-        .output()
-        .expect("kustomize runs");
-    assert!(
-        output.status.success(),
-        "kustomize build {dir} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(tool("kustomize")).arg("build").arg(repo_root().join(dir)).output().expect("kustomize runs");
+    assert!(output.status.success(), "kustomize build {dir} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).expect("kustomize prints UTF-8");
     let objects: Vec<(Value, String)> = split_documents(&text)
         .into_iter()
@@ -151,10 +142,7 @@ pub fn validate_strict(label: &str, documents: &[&str], version: &str) {
     let output = run_validator(&stdin, version);
     let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     let problems: Vec<&str> = report.lines().filter(|l| !l.starts_with("INFO ")).collect();
-    assert!(
-        output.status.success() && problems.is_empty(),
-        "{label} does not validate against Kubernetes {version}:\n{report}"
-    );
+    assert!(output.status.success() && problems.is_empty(), "{label} does not validate against Kubernetes {version}:\n{report}");
     let passed = report.lines().filter(|l| l.contains(" passed for resource ")).count();
     assert_eq!(passed, documents.len(), "{label}: every object must be validated, report:\n{report}");
 }

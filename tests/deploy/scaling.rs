@@ -74,13 +74,32 @@ fn consumer_groups_are_the_binaries_defaults() {
 }
 
 const SCALED_OBJECT_SPEC: [&str; 10] = [
-    "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
-    "minReplicaCount", "maxReplicaCount", "advanced", "fallback", "triggers",
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "advanced",
+    "fallback",
+    "triggers",
 ];
 const KAFKA_TRIGGER_METADATA: [&str; 14] = [
-    "bootstrapServers", "consumerGroup", "topic", "lagThreshold", "activationLagThreshold", "offsetResetPolicy",
-    "allowIdleConsumers", "scaleToZeroOnInvalidOffset", "excludePersistentLag", "limitToPartitionsWithLag",
-    "partitionLimitation", "version", "sasl", "tls",
+    "bootstrapServers",
+    "consumerGroup",
+    "topic",
+    "lagThreshold",
+    "activationLagThreshold",
+    "offsetResetPolicy",
+    "allowIdleConsumers",
+    "scaleToZeroOnInvalidOffset",
+    "excludePersistentLag",
+    "limitToPartitionsWithLag",
+    "partitionLimitation",
+    "version",
+    "sasl",
+    "tls",
 ];
 const TRIGGER_AUTH_PARAMETERS: [&str; 8] = ["sasl", "username", "password", "tls", "ca", "cert", "key", "keyPassword"];
 

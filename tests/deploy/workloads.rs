@@ -13,8 +13,7 @@ pub const PROD: &str = "k8s/overlays/prod";
 /// The kustomizations that deploy the pipeline.
 pub const APPS: [&str; 3] = [BASE, DEV, PROD];
 /// The replay Job kustomizations and the app kustomization each belongs to.
-pub const REPLAYS: [(&str, &str); 3] =
-    [("k8s/replay", BASE), ("k8s/overlays/dev/replay", DEV), ("k8s/overlays/prod/replay", PROD)];
+pub const REPLAYS: [(&str, &str); 3] = [("k8s/replay", BASE), ("k8s/overlays/dev/replay", DEV), ("k8s/overlays/prod/replay", PROD)];
 /// Secrets created out of band (never rendered for prod), documented in the manifests.
 pub const OUT_OF_BAND_SECRETS: [&str; 3] = ["bxb-credentials", "bxb-kafka-admin", "bxb-schema-owner"];
 
@@ -63,11 +62,7 @@ pub fn our_binary(container: &Value) -> Option<String> {
 
 /// A literal `env` value of a container.
 pub fn env_value(container: &Value, variable: &str) -> Option<String> {
-    seq_at(container, &["env"])
-        .iter()
-        .find(|e| str_at(e, &["name"]) == Some(variable))
-        .and_then(|e| at(e, &["value"]))
-        .and_then(scalar)
+    seq_at(container, &["env"]).iter().find(|e| str_at(e, &["name"]) == Some(variable)).and_then(|e| at(e, &["value"])).and_then(scalar)
 }
 
 pub fn env_names(container: &Value) -> Vec<String> {

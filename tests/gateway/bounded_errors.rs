@@ -65,7 +65,8 @@ fn assert_bounded(what: &str, (status, size, answer): &(u16, usize, Value), expe
 #[tokio::test]
 async fn a_body_of_countless_problems_gets_a_small_answer_that_counts_them() {
     let setup = Setup::new(1).await;
-    let limits = [format!("--max-body-bytes={MAX_BODY_BYTES}"), format!("--max-batch-events={MAX_BATCH_EVENTS}"), "--max-record-bytes=256".into()];
+    let limits =
+        [format!("--max-body-bytes={MAX_BODY_BYTES}"), format!("--max-batch-events={MAX_BATCH_EVENTS}"), "--max-record-bytes=256".into()];
     let limits: Vec<&str> = limits.iter().map(String::as_str).collect();
     let gateway = TestGateway::start_ready(setup.config(&limits)).await;
     let key = setup.key.as_str();
@@ -93,7 +94,13 @@ async fn a_body_of_countless_problems_gets_a_small_answer_that_counts_them() {
     let (event, fields) = object_of_fields(per_event, |_| String::new());
     let body = format!("{{\"events\":[{}]}}", vec![event; MAX_BATCH_EVENTS].join(","));
     let answer = post_sized(&gateway, "/v1/events/batch", key, body).await;
-    assert_bounded("a full batch of events with empty-named fields", &answer, 422, "validation_failed", Some((fields + 3) * MAX_BATCH_EVENTS));
+    assert_bounded(
+        "a full batch of events with empty-named fields",
+        &answer,
+        422,
+        "validation_failed",
+        Some((fields + 3) * MAX_BATCH_EVENTS),
+    );
 
     // Another organization in every event of a full batch.
     let mut foreign = event_json("tx-foreign");

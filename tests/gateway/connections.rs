@@ -68,10 +68,8 @@ async fn http1_exchange(stream: &mut TcpStream, request: &str) -> (u16, String, 
     };
     let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().expect("a content length"));
+    let length: usize =
+        head.lines().find_map(|line| line.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().expect("a content length"));
     while received.len() < head_end + length {
         let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.expect("the body").unwrap();
         assert!(n > 0, "closed inside the body");

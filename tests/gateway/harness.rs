@@ -185,11 +185,8 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(topic: &EphemeralTopic, partitions: i32) -> Self {
-        let consumer: StreamConsumer = kafka_config()
-            .set("group.id", unique("bxb-gateway-test"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("a consumer");
+        let consumer: StreamConsumer =
+            kafka_config().set("group.id", unique("bxb-gateway-test")).set("enable.auto.commit", "false").create().expect("a consumer");
         let mut assignment = TopicPartitionList::new();
         for partition in 0..partitions {
             assignment.add_partition_offset(&topic.name, partition, Offset::Beginning).unwrap();

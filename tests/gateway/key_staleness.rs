@@ -25,10 +25,8 @@ async fn gateway_on(setup: &Setup, db: &KeyDatabase, query_timeout_ms: u64) -> T
 }
 
 async fn gateway_on_url(setup: &Setup, url: &str, query_timeout_ms: u64) -> TestGateway {
-    let mut config = setup.config(&[
-        &format!("--api-keys-max-staleness-ms={MAX_STALENESS_MS}"),
-        &format!("--api-keys-query-timeout-ms={query_timeout_ms}"),
-    ]);
+    let mut config = setup
+        .config(&[&format!("--api-keys-max-staleness-ms={MAX_STALENESS_MS}"), &format!("--api-keys-query-timeout-ms={query_timeout_ms}")]);
     config.auth.api_keys_file = None;
     config.auth.postgres_url = Some(url.to_owned());
     TestGateway::start_ready(config).await
@@ -108,9 +106,11 @@ async fn a_key_query_that_hangs_is_cut_off_by_the_query_timeout() {
     let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
     let locked = Instant::now();
-    eventually("readiness to fail on api_keys while the key query hangs", Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5), || {
-        only_api_keys_fail(&gateway)
-    })
+    eventually(
+        "readiness to fail on api_keys while the key query hangs",
+        Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5),
+        || only_api_keys_fail(&gateway),
+    )
     .await;
     eprintln!("keys stale: /readyz failing {} ms after the key table was locked", locked.elapsed().as_millis());
     assert_keys_unavailable(&gateway.post("/v1/events", &key, &event_json("tx-locked")).await);
@@ -144,7 +144,9 @@ impl StallingProxy {
 
     async fn resume(&mut self, target: SocketAddr) {
         self.task.abort();
-        let listener = eventually("the proxy port to be free again", Duration::from_secs(10), || async { TcpListener::bind(self.addr).await.ok() }).await;
+        let listener =
+            eventually("the proxy port to be free again", Duration::from_secs(10), || async { TcpListener::bind(self.addr).await.ok() })
+                .await;
         self.stall = CancellationToken::new();
         self.task = tokio::spawn(forward(listener, target, self.stall.clone()));
     }
@@ -196,9 +198,11 @@ async fn a_key_database_that_stops_answering_is_cut_off_by_the_query_timeout_and
     // The server never sees the query, so only the gateway's own timeout can end the wait.
     proxy.stall();
     let silent = Instant::now();
-    eventually("readiness to fail on api_keys while the database is silent", Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5), || {
-        only_api_keys_fail(&gateway)
-    })
+    eventually(
+        "readiness to fail on api_keys while the database is silent",
+        Duration::from_millis(MAX_STALENESS_MS) + Duration::from_secs(5),
+        || only_api_keys_fail(&gateway),
+    )
     .await;
     eprintln!("keys stale: /readyz failing {} ms after the key database went silent", silent.elapsed().as_millis());
     assert_keys_unavailable(&gateway.post("/v1/events", &key, &event_json("tx-silent")).await);

@@ -12,7 +12,8 @@ use super::harness::*;
 
 /// The bucket: 5 events, refilled at 1 a second, so it stays empty for about a second after a
 /// batch of 5.
-const FLAGS: [&str; 4] = ["--max-batch-events=5", "--rate-limit-events-per-second=1", "--rate-limit-burst-events=5", "--request-timeout-ms=15000"];
+const FLAGS: [&str; 4] =
+    ["--max-batch-events=5", "--rate-limit-events-per-second=1", "--rate-limit-burst-events=5", "--request-timeout-ms=15000"];
 
 /// Empties the organization's bucket: posts one event after the other until one gets 429.
 async fn empty_the_bucket(gateway: &TestGateway, key: &str) {

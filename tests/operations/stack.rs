@@ -168,11 +168,7 @@ pub fn workload(organizations: &[Uuid], count: usize, base_ms: i64) -> Vec<Event
             decimal_value: Some(format!("{i}.125").parse().unwrap()),
         })
         .collect();
-    let retries: Vec<Event> = events
-        .iter()
-        .step_by(10)
-        .map(|e| Event { timestamp_ms: e.timestamp_ms + 3_600_000, ..e.clone() })
-        .collect();
+    let retries: Vec<Event> = events.iter().step_by(10).map(|e| Event { timestamp_ms: e.timestamp_ms + 3_600_000, ..e.clone() }).collect();
     events.extend(retries);
     events
 }

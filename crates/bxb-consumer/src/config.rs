@@ -154,10 +154,7 @@ impl ConsumerArgs {
         if self.poison_breaker_window == 0 || self.poison_breaker_window > MAX_POISON_BREAKER_WINDOW {
             return Err(config("BXB_POISON_BREAKER_WINDOW", "must be 1 to 100000"));
         }
-        let kafka = self
-            .kafka
-            .client_config()
-            .map_err(|e| RuntimeError::Config { setting: e.setting, problem: e.problem })?;
+        let kafka = self.kafka.client_config().map_err(|e| RuntimeError::Config { setting: e.setting, problem: e.problem })?;
         Ok(Settings {
             group_id,
             topic: self.topic.clone(),

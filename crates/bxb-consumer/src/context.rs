@@ -26,12 +26,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(topic: String, sink: &'static str) -> Self {
-        Self {
-            topic,
-            sink,
-            tracker: Mutex::new(OffsetTracker::default()),
-            paused: AtomicBool::new(false),
-        }
+        Self { topic, sink, tracker: Mutex::new(OffsetTracker::default()), paused: AtomicBool::new(false) }
     }
 
     pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {

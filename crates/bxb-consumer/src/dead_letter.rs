@@ -88,11 +88,7 @@ pub(crate) struct DeadLetterProducer {
 impl DeadLetterProducer {
     pub fn new(kafka: &ClientConfig, topic: &str, group: &str) -> Result<Self, KafkaError> {
         let mut config = kafka.clone();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", DELIVERY_TIMEOUT_MS);
+        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", DELIVERY_TIMEOUT_MS);
         Ok(Self { producer: config.create()?, topic: topic.to_owned(), group: group.to_owned() })
     }
 
@@ -156,7 +152,8 @@ mod tests {
     #[test]
     fn a_dead_letter_keeps_the_original_headers_and_says_why_and_where_from() {
         let original = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(&b"00-abc"[..]) });
-        let message = OwnedMessage::new(Some(vec![9]), Some(b"org".to_vec()), "events".into(), Timestamp::NotAvailable, 3, 42, Some(original));
+        let message =
+            OwnedMessage::new(Some(vec![9]), Some(b"org".to_vec()), "events".into(), Timestamp::NotAvailable, 3, 42, Some(original));
         let letter = DeadLetter::new(message, PoisonReason::IncompatibleSchema, "schema id 7: not an event".into());
         let headers = dead_letter_headers(&letter, "bxb-clickhouse", 1_700_000_000_000);
         let get = |key: &str| headers::find(&headers, key).map(|v| std::str::from_utf8(v).unwrap().to_owned());

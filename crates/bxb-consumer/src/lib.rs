@@ -37,8 +37,8 @@
 //! the lag statistics), `dead_letter`, `memory`, `metrics`, `config`, `error`, `sink`.
 
 mod batch;
-mod commit;
 mod breaker;
+mod commit;
 mod config;
 mod context;
 mod dead_letter;
@@ -71,12 +71,7 @@ use crate::runtime::Pipeline;
 /// `/readyz` and `/metrics` on `listener`, until `shutdown` is cancelled; then writes and
 /// commits the current batch and leaves the group. Returns an error only for fatal problems,
 /// after committing what was written.
-pub async fn run<S: Sink>(
-    args: ConsumerArgs,
-    listener: TcpListener,
-    sink: S,
-    shutdown: CancellationToken,
-) -> Result<(), RuntimeError> {
+pub async fn run<S: Sink>(args: ConsumerArgs, listener: TcpListener, sink: S, shutdown: CancellationToken) -> Result<(), RuntimeError> {
     let settings = args.validate()?;
     let decoder = SchemaRegistry::new(&args.registry)?.decoder();
     bxb_telemetry::metrics::install();
@@ -92,9 +87,8 @@ pub async fn run<S: Sink>(
     let stop_background = CancellationToken::new();
 
     let router = bxb_telemetry::health::router(readiness);
-    let server = tokio::spawn(
-        axum::serve(listener, router).with_graceful_shutdown(stop_background.clone().cancelled_owned()).into_future(),
-    );
+    let server =
+        tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stop_background.clone().cancelled_owned()).into_future());
     let probe = tokio::spawn(probe_sink(sink.clone(), sink_ready.clone(), settings.sink_ready_interval, stop_background.clone()));
     let upkeep = tokio::spawn(memory::upkeep_metrics(stop_background.clone()));
 

@@ -30,5 +30,9 @@ pub fn describe() {
     describe_gauge!(LAG, Unit::Count, "Records behind the partition's end, from the committed offset (librdkafka statistics).");
     describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "From the ingestion-time header to the write of the event.");
     describe_counter!(SCHEMA_LOOKUP_FAILURES, Unit::Count, "Failed lookups of a writer schema in the registry, by kind (not_found, refused, status, invalid_response, unreachable); each is retried.");
-    describe_gauge!(RECORDS_WAITING, Unit::Count, "Records waiting for their writer schema; above 0 for long, the registry cannot give it.");
+    describe_gauge!(
+        RECORDS_WAITING,
+        Unit::Count,
+        "Records waiting for their writer schema; above 0 for long, the registry cannot give it."
+    );
 }

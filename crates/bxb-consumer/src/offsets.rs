@@ -55,10 +55,7 @@ impl OffsetTracker {
     /// commit before handing the partition over), whether or not it was committed before.
     pub fn revoke(&mut self, partitions: impl IntoIterator<Item = i32>) -> Vec<(i32, i64)> {
         self.revocations += 1;
-        partitions
-            .into_iter()
-            .filter_map(|p| self.partitions.remove(&p).and_then(|state| Some((p, state.commit_point()?))))
-            .collect()
+        partitions.into_iter().filter_map(|p| self.partitions.remove(&p).and_then(|state| Some((p, state.commit_point()?)))).collect()
     }
 
     /// How many revocations happened so far.

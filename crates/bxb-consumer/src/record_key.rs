@@ -45,7 +45,12 @@ mod tests {
     fn only_the_canonical_organization_is_the_key() {
         let event = event();
         assert_eq!(key_mismatch(Some(event.kafka_key().as_bytes()), &event), None);
-        for wrong in [event.kafka_key().to_uppercase(), event.organization_id.simple().to_string(), format!("{{{}}}", event.kafka_key()), uuid::Uuid::nil().to_string()] {
+        for wrong in [
+            event.kafka_key().to_uppercase(),
+            event.organization_id.simple().to_string(),
+            format!("{{{}}}", event.kafka_key()),
+            uuid::Uuid::nil().to_string(),
+        ] {
             let problem = key_mismatch(Some(wrong.as_bytes()), &event).expect("a mismatch");
             assert!(problem.contains(&event.kafka_key()), "{problem}");
         }

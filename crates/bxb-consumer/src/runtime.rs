@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::breaker::PoisonBreaker;
-use crate::config::Settings;
 use crate::commit::Committer;
+use crate::config::Settings;
 use crate::context::{RuntimeContext, Shared};
 use crate::dead_letter::DeadLetterProducer;
 use crate::{RuntimeError, Sink};
@@ -219,9 +219,16 @@ impl<S: Sink> Pipeline<S> {
 
     fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::SeqCst);
-        let result = self.consumer.assignment().and_then(|assignment| {
-            if paused { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) }
-        });
+        let result =
+            self.consumer.assignment().and_then(
+                |assignment| {
+                    if paused {
+                        self.consumer.pause(&assignment)
+                    } else {
+                        self.consumer.resume(&assignment)
+                    }
+                },
+            );
         if let Err(error) = result {
             tracing::warn!(%error, paused, "could not pause or resume partitions");
         }

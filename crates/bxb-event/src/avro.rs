@@ -83,8 +83,8 @@ pub fn from_value(value: Value) -> Result<Event, FieldError> {
     for (name, value) in fields {
         match (name.as_str(), value) {
             ("organization_id", Value::String(s)) => {
-                let id = Uuid::parse_str(&s)
-                    .map_err(|_| FieldError::new("organization_id", "invalid_uuid", "organization_id is not a UUID"))?;
+                let id =
+                    Uuid::parse_str(&s).map_err(|_| FieldError::new("organization_id", "invalid_uuid", "organization_id is not a UUID"))?;
                 organization_id = Some(id);
             }
             ("transaction_id", Value::String(s)) => transaction_id = Some(s),
@@ -95,9 +95,9 @@ pub fn from_value(value: Value) -> Result<Event, FieldError> {
             ("value", v) => number = Some(optional(v, "value")?.map(expect_double).transpose()?),
             ("decimal_value", v) => {
                 decimal_value = Some(match optional(v, "decimal_value")? {
-                    Some(Value::String(s)) => Some(s.parse::<Decimal>().map_err(|e| {
-                        FieldError::new("decimal_value", "invalid_decimal", e.to_string())
-                    })?),
+                    Some(Value::String(s)) => {
+                        Some(s.parse::<Decimal>().map_err(|e| FieldError::new("decimal_value", "invalid_decimal", e.to_string()))?)
+                    }
                     Some(_) => return Err(type_error("decimal_value")),
                     None => None,
                 });
@@ -338,7 +338,11 @@ mod tests {
         let v2 = Schema::parse_str(&v2_json).unwrap();
         let Value::Record(mut fields) = to_value(&event(Some(2.0), None)) else { unreachable!() };
         fields.insert(0, ("region".into(), Value::Union(1, Box::new(Value::String("eu".into())))));
-        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v2).build().unwrap().write_value_to_vec(Value::Record(fields)).unwrap();
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&v2)
+            .build()
+            .unwrap()
+            .write_value_to_vec(Value::Record(fields))
+            .unwrap();
         let value = read(&v2, Some(&EVENT_SCHEMA), &datum);
         assert_eq!(from_value(value).unwrap(), event(Some(2.0), None));
     }

@@ -71,10 +71,7 @@ impl FromStr for Decimal {
             Some(_) => return Err(DecimalError::Syntax),
             None => (digits, ""),
         };
-        if int_part.is_empty()
-            || !int_part.bytes().all(|b| b.is_ascii_digit())
-            || !frac_part.bytes().all(|b| b.is_ascii_digit())
-        {
+        if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DecimalError::Syntax);
         }
         let int_part = int_part.trim_start_matches('0');

@@ -132,12 +132,21 @@ fn field_rule_broken() -> impl Strategy<Value = Mutation> {
         (id.clone(), select(vec![String::new(), "x".repeat(256), "é".repeat(256), "a\u{0}b".into(), "\u{7f}".into(), "\n".into()]))
             .prop_map(|(part, s)| Mutation::Part(part, string(&s), Poison(InvalidFields))),
         (id, 254usize..=255).prop_map(|(part, n)| Mutation::Part(part, string(&"é".repeat(n)), Expect::Event)),
-        select(vec![String::new(), "api calls".into(), "é".into(), "c".repeat(65)])
-            .prop_map(|c| Mutation::Part(3, string(&c), Poison(InvalidFields))),
-        select(vec![-1, MAX_TIMESTAMP_MS + 1, i64::MIN, i64::MAX])
-            .prop_map(|ms| Mutation::Part(TIMESTAMP, long(ms), Poison(InvalidFields))),
-        select(vec!["[1]", "not json", "", "{", "\"{}\"", "{\"a\":1}{}"])
-            .prop_map(|p| Mutation::Part(PROPERTIES, string(p), Poison(InvalidFields))),
+        select(vec![String::new(), "api calls".into(), "é".into(), "c".repeat(65)]).prop_map(|c| Mutation::Part(
+            3,
+            string(&c),
+            Poison(InvalidFields)
+        )),
+        select(vec![-1, MAX_TIMESTAMP_MS + 1, i64::MIN, i64::MAX]).prop_map(|ms| Mutation::Part(
+            TIMESTAMP,
+            long(ms),
+            Poison(InvalidFields)
+        )),
+        select(vec!["[1]", "not json", "", "{", "\"{}\"", "{\"a\":1}{}"]).prop_map(|p| Mutation::Part(
+            PROPERTIES,
+            string(p),
+            Poison(InvalidFields)
+        )),
         (1usize..=24).prop_map(|depth| {
             let text = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
             let expect = if depth <= crate::validate::MAX_PROPERTIES_DEPTH { Expect::Event } else { Poison(InvalidFields) };
@@ -148,8 +157,11 @@ fn field_rule_broken() -> impl Strategy<Value = Mutation> {
             let expect = if over == 0 { Expect::Event } else { Poison(InvalidFields) };
             Mutation::Part(PROPERTIES, string(&format!("{{\"b\":\"{}\"}}", "x".repeat(bytes - 8))), expect)
         }),
-        select(vec![f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY])
-            .prop_map(|v| Mutation::Part(VALUE, union(1, &v.to_le_bytes()), Poison(InvalidFields))),
+        select(vec![f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY]).prop_map(|v| Mutation::Part(
+            VALUE,
+            union(1, &v.to_le_bytes()),
+            Poison(InvalidFields)
+        )),
         select(vec!["NaN", "Infinity", "1e5", "", "-", "1.", ".5", "+1", "1.0000000000001", "123456789012345678901234567"])
             .prop_map(|d| Mutation::Part(DECIMAL, union(1, &string(d)), Poison(InvalidFields))),
     ]
@@ -169,12 +181,18 @@ fn avro_broken() -> impl Strategy<Value = Mutation> {
         // Lengths a little off: everything after shifts.
         (select(STRING_PARTS.to_vec()), -3i64..=3).prop_map(|(part, delta)| Mutation::Length(part, delta, Expect::Either)),
         // Union branches that do not exist; a double cut short.
-        (select(vec![VALUE, DECIMAL]), select(vec![2, 3, -1, i64::MAX, i64::MIN]))
-            .prop_map(|(part, branch)| Mutation::Part(part, long(branch), Poison(InvalidAvro))),
+        (select(vec![VALUE, DECIMAL]), select(vec![2, 3, -1, i64::MAX, i64::MIN])).prop_map(|(part, branch)| Mutation::Part(
+            part,
+            long(branch),
+            Poison(InvalidAvro)
+        )),
         Just(Mutation::Part(VALUE, union(1, &[0; 7]), Poison(InvalidAvro))),
         // A long of more than 10 bytes.
-        (select(vec![TIMESTAMP, VALUE]), 10usize..=16)
-            .prop_map(|(part, n)| Mutation::Part(part, [vec![0xff; n], vec![0x01]].concat(), Poison(InvalidAvro))),
+        (select(vec![TIMESTAMP, VALUE]), 10usize..=16).prop_map(|(part, n)| Mutation::Part(
+            part,
+            [vec![0xff; n], vec![0x01]].concat(),
+            Poison(InvalidAvro)
+        )),
     ]
 }
 

@@ -16,11 +16,8 @@ use crate::Event;
 /// A newer writer version: the event schema with an optional field added in front, which the
 /// consumers resolve to the event schema.
 pub static WRITER_WITH_ADDED_FIELD: LazyLock<Schema> = LazyLock::new(|| {
-    let json = EVENT_SCHEMA_JSON.replacen(
-        r#""fields": ["#,
-        r#""fields": [ {"name": "region", "type": ["null", "string"], "default": null},"#,
-        1,
-    );
+    let json =
+        EVENT_SCHEMA_JSON.replacen(r#""fields": ["#, r#""fields": [ {"name": "region", "type": ["null", "string"], "default": null},"#, 1);
     Schema::parse_str(&json).expect("the event schema with an added optional field")
 });
 
@@ -80,7 +77,10 @@ pub fn check_writer_schema(schema_json: &str, datum: &[u8]) -> Option<Result<Eve
     };
     let outcome = decode_with_plan(&plan, datum).map_err(poison_reason);
     if let Ok(event) = &outcome {
-        let held = event.transaction_id.len() + event.external_customer_id.len() + event.code.len() + event.properties.len()
+        let held = event.transaction_id.len()
+            + event.external_customer_id.len()
+            + event.code.len()
+            + event.properties.len()
             + event.decimal_value.as_ref().map_or(0, |d| d.as_str().len());
         assert!(held <= datum.len(), "an event of {held} bytes from a datum of {}", datum.len());
         crate::validate::validate(event).expect("a decoded event passes the field rules");

@@ -43,13 +43,23 @@ pub struct RegistryArgs {
     #[arg(id = "schema_registry_url", long = "schema-registry-url", env = "BXB_SCHEMA_REGISTRY_URL", default_value = DEFAULT_REGISTRY_URL)]
     pub url: String,
     /// Timeout of one registry request.
-    #[arg(id = "schema_registry_timeout_ms", long = "schema-registry-timeout-ms", env = "BXB_SCHEMA_REGISTRY_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(
+        id = "schema_registry_timeout_ms",
+        long = "schema-registry-timeout-ms",
+        env = "BXB_SCHEMA_REGISTRY_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
     pub timeout_ms: u64,
     /// Basic-auth user, if the registry requires one.
     #[arg(id = "schema_registry_username", long = "schema-registry-username", env = "BXB_SCHEMA_REGISTRY_USERNAME")]
     pub username: Option<String>,
     /// Basic-auth password (never printed).
-    #[arg(id = "schema_registry_password", long = "schema-registry-password", env = "BXB_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(
+        id = "schema_registry_password",
+        long = "schema-registry-password",
+        env = "BXB_SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
 }
 
@@ -80,7 +90,11 @@ pub enum RegistryError {
 
 impl From<SRCError> for RegistryError {
     fn from(e: SRCError) -> Self {
-        if e.retriable { Self::Unavailable(e.to_string()) } else { Self::Refused(e.to_string()) }
+        if e.retriable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Refused(e.to_string())
+        }
     }
 }
 
@@ -108,10 +122,7 @@ impl SchemaRegistry {
             builder.set_basic_authorization(user, args.password.as_deref());
         }
         let settings = builder.build().map_err(|e| RegistryError::Settings(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| RegistryError::Settings(e.to_string()))?;
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| RegistryError::Settings(e.to_string()))?;
         Ok(Self { args: RegistryArgs { url, ..args.clone() }, settings, http })
     }
 
@@ -145,7 +156,11 @@ impl SchemaRegistry {
         } else {
             let body = response.text().await.unwrap_or_default();
             let error = format!("setting compatibility of {subject}: {status} {body}");
-            if status.is_server_error() { Err(RegistryError::Unavailable(error)) } else { Err(RegistryError::Refused(error)) }
+            if status.is_server_error() {
+                Err(RegistryError::Unavailable(error))
+            } else {
+                Err(RegistryError::Refused(error))
+            }
         }
     }
 

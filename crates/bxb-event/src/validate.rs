@@ -70,7 +70,11 @@ pub fn validate(event: &Event) -> Result<(), FieldErrors> {
             errors.push(FieldError::new("value", "not_finite", "value must be a finite number"));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(FieldErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(FieldErrors(errors))
+    }
 }
 
 fn check_id(field: &'static str, id: &str, errors: &mut Vec<FieldError>) {
@@ -78,11 +82,7 @@ fn check_id(field: &'static str, id: &str, errors: &mut Vec<FieldError>) {
     if chars == 0 {
         errors.push(FieldError::new(field, "empty", format!("{field} must not be empty")));
     } else if chars > MAX_ID_CHARS {
-        errors.push(FieldError::new(
-            field,
-            "too_long",
-            format!("{field} has {chars} characters, at most {MAX_ID_CHARS} are allowed"),
-        ));
+        errors.push(FieldError::new(field, "too_long", format!("{field} has {chars} characters, at most {MAX_ID_CHARS} are allowed")));
     } else if id.chars().any(char::is_control) {
         errors.push(FieldError::new(field, "control_character", format!("{field} must not contain control characters")));
     }
@@ -91,11 +91,7 @@ fn check_id(field: &'static str, id: &str, errors: &mut Vec<FieldError>) {
 /// `code`: 1 to 64 characters of `[A-Za-z0-9_.:-]`.
 pub fn check_code(code: &str) -> Result<(), FieldError> {
     if code.is_empty() || code.len() > MAX_CODE_CHARS {
-        return Err(FieldError::new(
-            "code",
-            "invalid_length",
-            format!("code must have 1 to {MAX_CODE_CHARS} characters"),
-        ));
+        return Err(FieldError::new("code", "invalid_length", format!("code must have 1 to {MAX_CODE_CHARS} characters")));
     }
     if !code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
         return Err(FieldError::new("code", "invalid_characters", "code may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'"));
@@ -129,21 +125,13 @@ pub fn check_properties_value(value: &serde_json::Value) -> Result<(), FieldErro
         return Err(FieldError::new("properties", "not_an_object", "properties must be a JSON object"));
     }
     if depth(value) > MAX_PROPERTIES_DEPTH {
-        return Err(FieldError::new(
-            "properties",
-            "too_deep",
-            format!("properties nests deeper than {MAX_PROPERTIES_DEPTH} levels"),
-        ));
+        return Err(FieldError::new("properties", "too_deep", format!("properties nests deeper than {MAX_PROPERTIES_DEPTH} levels")));
     }
     Ok(())
 }
 
 pub fn properties_too_large(bytes: usize) -> FieldError {
-    FieldError::new(
-        "properties",
-        "too_large",
-        format!("properties is {bytes} bytes, at most {MAX_PROPERTIES_BYTES} are allowed"),
-    )
+    FieldError::new("properties", "too_large", format!("properties is {bytes} bytes, at most {MAX_PROPERTIES_BYTES} are allowed"))
 }
 
 fn depth(value: &serde_json::Value) -> usize {

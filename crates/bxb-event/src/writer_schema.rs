@@ -175,8 +175,7 @@ impl WriterPlan {
             (Target::Value, Source::Union(vec![Wire::Null, Wire::Double])),
             (Target::DecimalValue, Source::Union(vec![Wire::Null, Wire::Str])),
         ];
-        self.steps.len() == exact.len()
-            && self.steps.iter().zip(exact).all(|(step, (target, source))| *step == Step::Read(target, source))
+        self.steps.len() == exact.len() && self.steps.iter().zip(exact).all(|(step, (target, source))| *step == Step::Read(target, source))
     }
 }
 
@@ -190,7 +189,8 @@ pub fn plan(writer: &Schema) -> Result<WriterPlan, IncompatibleSchema> {
         return Err(incompatible(format!("the writer schema is the record {}, not {EVENT_NAMESPACE}.{EVENT_NAME}", name.fullname(None))));
     }
     let resolved = ResolvedSchema::try_from(writer).map_err(|e| incompatible(format!("the writer schema's names do not resolve: {e}")))?;
-    let mut planner = Planner { names: resolved.get_names(), skips: Vec::new(), compiled: HashMap::new(), in_progress: vec![name.into_owned()] };
+    let mut planner =
+        Planner { names: resolved.get_names(), skips: Vec::new(), compiled: HashMap::new(), in_progress: vec![name.into_owned()] };
     let namespace = Some(EVENT_NAMESPACE);
     let mut steps = Vec::with_capacity(record.fields.len());
     let mut seen = Vec::new();
@@ -202,8 +202,8 @@ pub fn plan(writer: &Schema) -> Result<WriterPlan, IncompatibleSchema> {
         match TARGETS.iter().find(|(name, _)| *name == field.name) {
             Some(&(_, target)) => steps.push(Step::Read(target, planner.source(target, &field.schema, namespace)?)),
             None => {
-                let (id, _) = planner.skip(&field.schema, namespace, 0)
-                    .map_err(|e| incompatible(format!("field {}: {}", field.name, e.0)))?;
+                let (id, _) =
+                    planner.skip(&field.schema, namespace, 0).map_err(|e| incompatible(format!("field {}: {}", field.name, e.0)))?;
                 steps.push(Step::Skip(id));
             }
         }
@@ -263,7 +263,9 @@ impl<'s> Planner<'s> {
         }
         let (skip, nesting) = match schema {
             Schema::Ref { name } => return self.named(name.fully_qualified_name(namespace).into_owned(), namespace, depth),
-            Schema::Record(RecordSchema { name, .. }) => return self.named(name.fully_qualified_name(namespace).into_owned(), namespace, depth),
+            Schema::Record(RecordSchema { name, .. }) => {
+                return self.named(name.fully_qualified_name(namespace).into_owned(), namespace, depth)
+            }
             Schema::Enum(e) => {
                 let name = e.name.fully_qualified_name(namespace).into_owned();
                 return self.leaf_named(name, Skip::Enum(e.symbols.len()));

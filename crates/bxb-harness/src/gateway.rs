@@ -6,8 +6,8 @@ use std::path::Path;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::{http, process};
 use crate::stack::StackArgs;
+use crate::{http, process};
 
 /// An API key of a gateway's key file and its organization.
 #[derive(Debug, Clone)]

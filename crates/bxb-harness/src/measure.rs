@@ -55,7 +55,13 @@ pub fn metric_total_where(text: &str, name: &str, label: &str) -> f64 {
         .filter(|line| !line.starts_with('#') && line.contains(label))
         .filter_map(|line| {
             let rest = line.strip_prefix(name)?;
-            let value = if rest.starts_with('{') { rest.rsplit_once('}')?.1 } else if rest.starts_with(' ') { rest } else { return None };
+            let value = if rest.starts_with('{') {
+                rest.rsplit_once('}')?.1
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                return None;
+            };
             value.split_whitespace().next()?.parse::<f64>().ok()
         })
         .sum()
@@ -82,7 +88,8 @@ mod tests {
 
     #[test]
     fn metric_totals_sum_label_sets_and_skip_longer_names() {
-        let text = "# TYPE w summary\nw_sum{sink=\"a\",outcome=\"ok\"} 1.5\nw_sum{sink=\"a\",outcome=\"retry\"} 0.5\nw_sum_extra 9\nw_count 4\n";
+        let text =
+            "# TYPE w summary\nw_sum{sink=\"a\",outcome=\"ok\"} 1.5\nw_sum{sink=\"a\",outcome=\"retry\"} 0.5\nw_sum_extra 9\nw_count 4\n";
         assert_eq!(metric_total(text, "w_sum"), 2.0);
         assert_eq!(metric_total(text, "w_count"), 4.0);
         assert_eq!(metric_total(text, "missing"), 0.0);

@@ -35,7 +35,9 @@ pub fn kafka_config(stack: &StackArgs) -> Result<ClientConfig> {
 
 /// Creates `topic` with `partitions` (replication 1), or does nothing if it exists.
 pub async fn create_topic(stack: &StackArgs, topic: &str, partitions: i32) -> Result<()> {
-    bxb_kafka::admin::ensure_topic(&kafka_config(stack)?, topic, partitions, 1, &[]).await.map_err(kafka_error(format!("creating topic {topic}")))
+    bxb_kafka::admin::ensure_topic(&kafka_config(stack)?, topic, partitions, 1, &[])
+        .await
+        .map_err(kafka_error(format!("creating topic {topic}")))
 }
 
 /// Deletes `topic`; best effort (cleanup must go on).
@@ -57,7 +59,9 @@ pub async fn delete_group(stack: &StackArgs, group: &str) {
 pub async fn group_positions(stack: &StackArgs, group: &str, topic: &str) -> Result<Vec<PartitionPosition>> {
     let (config, group, topic) = (kafka_config(stack)?, group.to_owned(), topic.to_owned());
     let what = format!("reading the positions of group {group} on {topic}");
-    tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, &group, &topic, KAFKA_QUERY_TIMEOUT)).await?.map_err(kafka_error(what))
+    tokio::task::spawn_blocking(move || bxb_kafka::admin::group_positions(&config, &group, &topic, KAFKA_QUERY_TIMEOUT))
+        .await?
+        .map_err(kafka_error(what))
 }
 
 /// The sum of `group`'s committed offsets on `topic` (0 where it has none): how many records
@@ -74,7 +78,10 @@ pub async fn admin_connection(stack: &StackArgs) -> Result<PgConnection> {
 /// Creates a PostgreSQL database of the run and returns its URL.
 pub async fn create_pg_database(stack: &StackArgs, name: &str) -> Result<String> {
     let mut admin = admin_connection(stack).await?;
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.map_err(postgres_error(format!("creating database {name}")))?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .map_err(postgres_error(format!("creating database {name}")))?;
     Ok(stack.postgres_url_of(name))
 }
 
@@ -82,7 +89,8 @@ pub async fn create_pg_database(stack: &StackArgs, name: &str) -> Result<String>
 pub async fn drop_pg_database(stack: &StackArgs, name: &str) {
     if let Ok(mut admin) = admin_connection(stack).await {
         // PostgreSQL 15: no FORCE needed once the binaries are stopped; terminate stragglers first.
-        let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1").bind(name).execute(&mut admin).await;
+        let _ =
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1").bind(name).execute(&mut admin).await;
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(&mut admin).await;
     }
 }
@@ -101,7 +109,9 @@ pub async fn drop_ch_database(stack: &StackArgs, name: &str) {
 pub async fn server_versions(stack: &StackArgs) -> (String, String) {
     let ch = clickhouse(stack).query("SELECT version()").fetch_one::<String>().await.unwrap_or_else(|e| format!("unknown ({e})"));
     let pg = match admin_connection(stack).await {
-        Ok(mut c) => sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&mut c).await.unwrap_or_else(|e| format!("unknown ({e})")),
+        Ok(mut c) => {
+            sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&mut c).await.unwrap_or_else(|e| format!("unknown ({e})"))
+        }
         Err(e) => format!("unknown ({e})"),
     };
     (ch, pg)

@@ -107,9 +107,7 @@ impl KafkaArgs {
     /// The client configuration every producer, consumer and admin client starts from.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
         let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("security.protocol", self.security_protocol.as_str());
+        config.set("bootstrap.servers", &self.brokers).set("security.protocol", self.security_protocol.as_str());
         if self.security_protocol.uses_sasl() {
             let mechanism = self.sasl_mechanism.as_deref().ok_or(KafkaConfigError {
                 setting: "BXB_KAFKA_SASL_MECHANISM",

@@ -38,7 +38,8 @@ mod tests {
 
     #[test]
     fn a_batch_holds_exactly_the_encoded_events() {
-        let event = |tx: &str, properties: &str| Event { transaction_id: tx.into(), properties: properties.into(), ..test_support::event() };
+        let event =
+            |tx: &str, properties: &str| Event { transaction_id: tx.into(), properties: properties.into(), ..test_support::event() };
         let events = [event("a", "{}"), event("bb", &format!(r#"{{"x":"{}"}}"#, "y".repeat(1_000))), event("c", "{}")];
         let encoder = EventEncoder::new(3);
         let batch = EncodedBatch::encode(&encoder, &events);

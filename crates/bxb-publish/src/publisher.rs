@@ -138,7 +138,11 @@ impl Publisher {
                 });
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(PublishError::RecordTooLarge { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::RecordTooLarge { problems })
+        }
     }
 
     /// Enqueues one record, waiting up to the enqueue timeout while the producer queue is full.
@@ -162,9 +166,7 @@ impl Publisher {
     /// Delivers what is still queued, waiting at most `timeout`; used on shutdown.
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
-            .await
-            .unwrap_or(Err(KafkaError::Canceled))
+        tokio::task::spawn_blocking(move || producer.flush(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
     }
 }
 

@@ -77,9 +77,8 @@ mod tests {
     #[test]
     fn jitter_spreads_pauses() {
         let mut rng = StdRng::seed_from_u64(1);
-        let pauses: std::collections::HashSet<_> = (0..20)
-            .map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).next_with(&mut rng))
-            .collect();
+        let pauses: std::collections::HashSet<_> =
+            (0..20).map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).next_with(&mut rng)).collect();
         assert!(pauses.len() > 10, "jitter produced only {} distinct pauses", pauses.len());
     }
 

@@ -89,9 +89,8 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
     trace_context::install_propagator();
     // The log filter applies to logs only: spans must still reach the OpenTelemetry layer for
     // trace context to propagate when logs are quiet.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(service))
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let otel =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let fmt = match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -62,8 +62,8 @@ impl KeyFile {
     /// Reads the file; a missing file is an error (the gateway must not start without keys).
     pub fn read(path: &Path) -> Result<Self, KeyFileError> {
         let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-        let file: KeyFile = serde_json::from_str(&text)
-            .map_err(|e| KeyFileError::Malformed { path: path.to_owned(), message: e.to_string() })?;
+        let file: KeyFile =
+            serde_json::from_str(&text).map_err(|e| KeyFileError::Malformed { path: path.to_owned(), message: e.to_string() })?;
         for entry in &file.keys {
             bxb_api_key::digest_from_hex(&entry.key_sha256).ok_or_else(|| KeyFileError::Malformed {
                 path: path.to_owned(),

@@ -56,11 +56,9 @@ impl KeyIndex {
             match bucket.iter_mut().find(|k| k.digest == record.key_sha256) {
                 // The same key in both sources: revoked in either means revoked.
                 Some(existing) => existing.revoked |= record.revoked,
-                None => bucket.push(IndexedKey {
-                    digest: record.key_sha256,
-                    organization_id: record.organization_id,
-                    revoked: record.revoked,
-                }),
+                None => {
+                    bucket.push(IndexedKey { digest: record.key_sha256, organization_id: record.organization_id, revoked: record.revoked })
+                }
             }
         }
         index.active = index.by_prefix.values().flatten().filter(|k| !k.revoked).count();
@@ -143,9 +141,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
-        .filter(|key| !key.is_empty())
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).filter(|key| !key.is_empty())
 }
 
 /// The last good keys of one source and when they were read.

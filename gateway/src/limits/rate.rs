@@ -63,7 +63,11 @@ impl RateLimiter {
         let Some(bucket) = buckets.get(&organization_id) else { return Ok(()) };
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         let tokens = (bucket.tokens + elapsed * self.events_per_second).min(self.burst);
-        if tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - tokens) / self.events_per_second)) }
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.events_per_second))
+        }
     }
 
     /// Forgets buckets that have refilled completely: they behave exactly like absent ones.

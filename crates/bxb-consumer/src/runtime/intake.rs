@@ -23,12 +23,12 @@ use bxb_kafka::headers;
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::Pipeline;
-use bxb_retry::Backoff;
 use crate::batch::Batch;
 use crate::breaker::PoisonBreaker;
 use crate::dead_letter::DeadLetter;
 use crate::record_key::key_mismatch;
 use crate::{metrics, Record, RuntimeError, Sink};
+use bxb_retry::Backoff;
 
 /// A lookup of a writer schema in flight (after its backoff pause, if it is a retry).
 type SchemaLookup<'a> = Pin<Box<dyn Future<Output = (u32, Result<(), LookupError>)> + Send + 'a>>;
@@ -129,7 +129,13 @@ impl<S: Sink> Pipeline<S> {
 
     /// Makes `message` wait behind the records already waiting; the first to wait starts the
     /// lookup of `schema_id`.
-    pub(super) fn wait_for_schema<'a>(&'a self, wait: &mut SchemaWait<'a>, schema_id: Option<u32>, message: OwnedMessage, span: tracing::Span) {
+    pub(super) fn wait_for_schema<'a>(
+        &'a self,
+        wait: &mut SchemaWait<'a>,
+        schema_id: Option<u32>,
+        message: OwnedMessage,
+        span: tracing::Span,
+    ) {
         wait.waiting.push_back(Waiting { message, span });
         if wait.waiting.len() >= wait.pause_at {
             self.pause_for(wait);
@@ -174,7 +180,13 @@ impl<S: Sink> Pipeline<S> {
     /// Moves waiting records into the batch, in order, until one needs a schema that is not
     /// loaded (its lookup starts) or the batch is full. Records of partitions revoked meanwhile
     /// are dropped: their new owner reads them again.
-    pub(super) fn drain_waiting<'a>(&'a self, wait: &mut SchemaWait<'a>, batch: &mut Batch, max_events: usize, breaker: &mut PoisonBreaker) -> Result<(), RuntimeError> {
+    pub(super) fn drain_waiting<'a>(
+        &'a self,
+        wait: &mut SchemaWait<'a>,
+        batch: &mut Batch,
+        max_events: usize,
+        breaker: &mut PoisonBreaker,
+    ) -> Result<(), RuntimeError> {
         while !batch.is_full(max_events) {
             let Some(Waiting { message, span }) = wait.waiting.pop_front() else { break };
             let at = (message.partition(), message.offset());

@@ -91,10 +91,13 @@ impl<S: Sink> Pipeline<S> {
         let started = Instant::now();
         let records = &batch.records;
         let write = async {
-            if records.is_empty() { Ok(()) } else { self.sink.write(records).await }
+            if records.is_empty() {
+                Ok(())
+            } else {
+                self.sink.write(records).await
+            }
         };
-        let (dead_lettered, written) =
-            tokio::join!(self.dead_letters.deliver(&mut batch.dead_letters), write.instrument(span));
+        let (dead_lettered, written) = tokio::join!(self.dead_letters.deliver(&mut batch.dead_letters), write.instrument(span));
         let sink = self.shared.sink;
         let outcome = match (dead_lettered, written) {
             (Err(SinkError::Fatal(message)), _) => Err(WriteFailure::Fatal(RuntimeError::DeadLetter(message))),

@@ -127,7 +127,9 @@ mod tests {
     #[test]
     fn anything_else_is_refused_without_echoing_the_body() {
         let long = "k".repeat(10_000);
-        for body in [format!("{{\"{long}\":[]}}"), r#"{"events":[],"events":[]}"#.into(), "{}".into(), "[]".into(), r#"{"events":[1]} x"#.into()] {
+        for body in
+            [format!("{{\"{long}\":[]}}"), r#"{"events":[],"events":[]}"#.into(), "{}".into(), "[]".into(), r#"{"events":[1]} x"#.into()]
+        {
             let error = read(body.as_bytes(), 3).err().unwrap_or_else(|| panic!("{body:.40} was read"));
             assert!(error.to_string().len() < 200, "{error}");
         }

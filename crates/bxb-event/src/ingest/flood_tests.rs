@@ -32,7 +32,8 @@ fn unknown_name() -> impl Strategy<Value = String> {
 /// the required fields.
 fn flooded_event() -> impl Strategy<Value = String> {
     (proptest::collection::vec(unknown_name(), 1..8), 1usize..300, any::<bool>()).prop_map(|(names, members, with_required)| {
-        let mut fields: Vec<String> = (0..members).map(|i| format!("{}:0", json!(format!("{}{}", names[i % names.len()], i % 3)))).collect();
+        let mut fields: Vec<String> =
+            (0..members).map(|i| format!("{}:0", json!(format!("{}{}", names[i % names.len()], i % 3)))).collect();
         if with_required {
             fields.extend([r#""transaction_id":"t""#.to_owned(), r#""external_customer_id":"c""#.into(), r#""code":"x""#.into()]);
         }

@@ -151,8 +151,30 @@ fn refused() -> Expect {
 /// Tokens that are not JSON at all: whatever the field, the body is not JSON.
 fn not_json() -> impl Strategy<Value = String> {
     select(vec![
-        "NaN", "-NaN", "Infinity", "-Infinity", "nan", "inf", "0x10", "+1", ".5", "1.", "01", "-", "1e", "tru", "nul",
-        "'x'", "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"tab\there\"", "{\"a\" 1}", "[1,]", "{,}", "undefined",
+        "NaN",
+        "-NaN",
+        "Infinity",
+        "-Infinity",
+        "nan",
+        "inf",
+        "0x10",
+        "+1",
+        ".5",
+        "1.",
+        "01",
+        "-",
+        "1e",
+        "tru",
+        "nul",
+        "'x'",
+        "\"unterminated",
+        "\"bad \\x escape\"",
+        "\"\\u12\"",
+        "\"tab\there\"",
+        "{\"a\" 1}",
+        "[1,]",
+        "{,}",
+        "undefined",
     ])
     .prop_map(str::to_owned)
 }
@@ -238,7 +260,13 @@ impl EventMutation {
     fn expect(&self) -> Expect {
         match self {
             Self::Replace(_, _, expect) | Self::Add(_, _, expect) => *expect,
-            Self::Remove(field) => if REQUIRED.contains(field) { refused() } else { Expect::Accepted },
+            Self::Remove(field) => {
+                if REQUIRED.contains(field) {
+                    refused()
+                } else {
+                    Expect::Accepted
+                }
+            }
         }
     }
 

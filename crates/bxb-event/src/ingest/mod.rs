@@ -42,8 +42,8 @@ use crate::{validate, Decimal, DecimalError, Event};
 pub use problems::{
     Problem, ProblemList, MAX_ERROR_BODY_BYTES, MAX_FIELD_CHARS, MAX_LISTED_PROBLEMS, MAX_LISTED_PROBLEM_BYTES, MAX_MESSAGE_CHARS,
 };
-pub use raw_event::FIELDS;
 use raw_event::RawEvent;
+pub use raw_event::FIELDS;
 pub use refusal::{Refusal, Rejection};
 pub use timestamp::TimestampWindow;
 
@@ -66,8 +66,7 @@ fn unreadable(message: String) -> Rejection {
 /// `POST /v1/events`: the body is one event object.
 pub fn parse_single(body: &[u8], context: &ParseContext) -> Result<Vec<Event>, Rejection> {
     let raw: &RawValue = serde_json::from_slice(body).map_err(|e| unreadable(e.to_string()))?;
-    let event: RawEvent<'_> =
-        serde_json::from_str(raw.get()).map_err(|_| unreadable("the body must be one event object".into()))?;
+    let event: RawEvent<'_> = serde_json::from_str(raw.get()).map_err(|_| unreadable("the body must be one event object".into()))?;
     let mut problems = Problems::default();
     let event = build_event(0, &event, context, &mut problems);
     problems.into_result(vec![event], 1)
@@ -247,9 +246,9 @@ fn string(value: &RawValue) -> Result<Cow<'_, str>, (&'static str, &'static str)
     }
     match serde_json::from_str::<&str>(value.get()) {
         Ok(s) => Ok(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(value.get())
-            .map(Cow::Owned)
-            .map_err(|_| ("invalid_string", "is not a valid Unicode string")),
+        Err(_) => {
+            serde_json::from_str::<String>(value.get()).map(Cow::Owned).map_err(|_| ("invalid_string", "is not a valid Unicode string"))
+        }
     }
 }
 

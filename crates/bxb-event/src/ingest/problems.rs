@@ -150,7 +150,8 @@ mod tests {
     #[test]
     fn large_problems_are_listed_within_the_byte_cap() {
         let wide = "\u{1}".repeat(1_000);
-        let list: ProblemList = (0..1_000).map(|i| Problem::new(i, wide.clone(), "unknown_field", format!("{wide:?} is not an event field"))).collect();
+        let list: ProblemList =
+            (0..1_000).map(|i| Problem::new(i, wide.clone(), "unknown_field", format!("{wide:?} is not an event field"))).collect();
         assert_eq!(list.total(), 1_000);
         assert!(!list.listed().is_empty() && list.listed().len() < MAX_LISTED_PROBLEMS, "{}", list.listed().len());
         assert!(json_len(&list.listed()) <= MAX_LISTED_PROBLEM_BYTES, "{}", json_len(&list.listed()));

@@ -2,8 +2,8 @@
 //! counted, see [`ProblemList`]), plus the refusals that are about the body as a whole. The codes
 //! are stable: the gateway answers with them and counts rejected events by them.
 
-use super::problems::ProblemList;
 pub use super::problems::Problem;
+use super::problems::ProblemList;
 
 /// Why a body yields no events. Each variant is the client's mistake: retrying the same body
 /// gets the same refusal.

@@ -68,7 +68,11 @@ fn a_full_event_keeps_every_field() {
 fn a_decimal_may_be_a_json_number_taken_exactly() {
     let mut body = minimal();
     body["decimal_value"] = serde_json::from_str("0.100000000001").unwrap();
-    let event = parse_single_text(r#"{"transaction_id":"t","external_customer_id":"c","code":"x","decimal_value":123456789012345678901234.000000000001}"#).unwrap().remove(0);
+    let event = parse_single_text(
+        r#"{"transaction_id":"t","external_customer_id":"c","code":"x","decimal_value":123456789012345678901234.000000000001}"#,
+    )
+    .unwrap()
+    .remove(0);
     assert_eq!(event.decimal_value.unwrap().as_str(), "123456789012345678901234.000000000001");
     assert_eq!(single(&body).unwrap()[0].decimal_value.as_ref().unwrap().as_str(), "0.100000000001");
 }
@@ -129,10 +133,10 @@ fn timestamps_outside_the_window_are_refused() {
 fn one_invalid_event_rejects_the_batch_with_its_index() {
     let mut bad = minimal();
     bad["external_customer_id"] = json!("");
-    assert_eq!(problems(batch(vec![minimal(), bad, json!("oops")])), [
-        (1, "external_customer_id".into(), "empty"),
-        (2, "".into(), "not_an_object"),
-    ]);
+    assert_eq!(
+        problems(batch(vec![minimal(), bad, json!("oops")])),
+        [(1, "external_customer_id".into(), "empty"), (2, "".into(), "not_an_object"),]
+    );
 }
 
 #[test]
@@ -227,7 +231,8 @@ fn countless_problems_are_listed_up_to_the_cap_and_all_counted() {
 #[test]
 fn a_message_that_would_quote_the_body_is_cut() {
     let long = "x".repeat(100_000);
-    for body in [format!(r#"{{"events": "{long}"}}"#), format!(r#"{{"{long}": []}}"#), format!(r#"{{"events": [{{"code": "{long}"}}, ]}}"#)] {
+    for body in [format!(r#"{{"events": "{long}"}}"#), format!(r#"{{"{long}": []}}"#), format!(r#"{{"events": [{{"code": "{long}"}}, ]}}"#)]
+    {
         match parse_batch_text(body.as_bytes()) {
             Err(Refusal::InvalidJson(message)) => assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1, "{} characters", message.len()),
             other => panic!("expected invalid_json, got {other:?}"),

@@ -30,9 +30,9 @@ pub fn parse(raw: &RawValue) -> Result<i64, TimestampError> {
                 .map_err(|_| error("invalid_format", "timestamp must be an RFC 3339 string or epoch milliseconds"))?;
             parse_rfc3339(&s)
         }
-        Some(b'-' | b'0'..=b'9') => text.parse::<i64>().map_err(|_| {
-            error("invalid_format", "a numeric timestamp must be an integer number of milliseconds since the Unix epoch")
-        }),
+        Some(b'-' | b'0'..=b'9') => text
+            .parse::<i64>()
+            .map_err(|_| error("invalid_format", "a numeric timestamp must be an integer number of milliseconds since the Unix epoch")),
         _ => Err(error("invalid_type", "timestamp must be an RFC 3339 string or an integer of epoch milliseconds")),
     }
 }

@@ -78,7 +78,9 @@ impl EventDecoder {
         let writers = self.writers.read().unwrap_or_else(PoisonError::into_inner);
         match writers.get(&schema_id) {
             None => Err(DecodeError::SchemaNotLoaded(schema_id)),
-            Some(Writer::Incompatible(message)) => Err(poison(PoisonReason::IncompatibleSchema, format!("schema id {schema_id}: {message}"))),
+            Some(Writer::Incompatible(message)) => {
+                Err(poison(PoisonReason::IncompatibleSchema, format!("schema id {schema_id}: {message}")))
+            }
             Some(Writer::Readable { plan, direct }) => decode_datum((!direct).then_some(plan), datum),
         }
     }

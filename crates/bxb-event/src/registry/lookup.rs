@@ -99,7 +99,10 @@ impl SchemaFetcher {
     }
 
     pub async fn fetch(&self, id: u32) -> Result<Registered, LookupError> {
-        let mut request = self.http.get(format!("{}/schemas/ids/{id}", self.url)).header("accept", "application/vnd.schemaregistry.v1+json, application/json");
+        let mut request = self
+            .http
+            .get(format!("{}/schemas/ids/{id}", self.url))
+            .header("accept", "application/vnd.schemaregistry.v1+json, application/json");
         if let Some(user) = &self.username {
             request = request.basic_auth(user, self.password.as_deref());
         }
@@ -133,7 +136,10 @@ fn parse_answer(id: u32, body: &[u8]) -> Result<Registered, LookupError> {
         Some(other) => return Ok(Registered::Unreadable(format!("schema id {id} is a {other} schema, not Avro"))),
     }
     if !answer.references.is_empty() {
-        return Ok(Registered::Unreadable(format!("schema id {id} refers to {} schemas of other subjects; the consumers read only self-contained schemas", answer.references.len())));
+        return Ok(Registered::Unreadable(format!(
+            "schema id {id} refers to {} schemas of other subjects; the consumers read only self-contained schemas",
+            answer.references.len()
+        )));
     }
     Ok(Registered::Avro(answer.schema))
 }
@@ -163,7 +169,10 @@ mod tests {
     fn an_answer_is_a_schema_only_with_a_schema_field() {
         let avro = parse_answer(7, br#"{"schema":"{\"type\":\"string\"}"}"#).unwrap();
         assert_eq!(avro, Registered::Avro(r#"{"type":"string"}"#.into()));
-        assert_eq!(parse_answer(7, br#"{"schema":"\"long\"","schemaType":"AVRO","references":[]}"#).unwrap(), Registered::Avro("\"long\"".into()));
+        assert_eq!(
+            parse_answer(7, br#"{"schema":"\"long\"","schemaType":"AVRO","references":[]}"#).unwrap(),
+            Registered::Avro("\"long\"".into())
+        );
         for garbage in [&b"<html>It works!</html>"[..], b"{}", b"", b"[]", br#"{"schema": 5}"#] {
             let error = parse_answer(7, garbage).unwrap_err();
             assert_eq!(error.kind(), "invalid_response", "{garbage:?}");

@@ -162,7 +162,8 @@ impl<'a> Input<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
-        let (bytes, rest) = self.rest.split_first_chunk::<N>().ok_or_else(|| malformed(format!("{N} bytes needed, {} left", self.rest.len())))?;
+        let (bytes, rest) =
+            self.rest.split_first_chunk::<N>().ok_or_else(|| malformed(format!("{N} bytes needed, {} left", self.rest.len())))?;
         self.rest = rest;
         Ok(*bytes)
     }

@@ -75,7 +75,9 @@ fn the_event_schema_is_read_like_the_direct_reader_reads_it() {
 
 #[test]
 fn an_added_field_anywhere_is_skipped() {
-    for field_type in [r#"["null", "string"], "default": null"#, r#"{"type": "array", "items": {"type": "map", "values": "long"}}"#, r#""boolean""#] {
+    for field_type in
+        [r#"["null", "string"], "default": null"#, r#"{"type": "array", "items": {"type": "map", "values": "long"}}"#, r#""boolean""#]
+    {
         let json = with_field_in_front(&format!(r#"{{"name": "extra", "type": {field_type}}}"#));
         let writer = parse(&json);
         let plan = plan(&writer).unwrap();
@@ -149,7 +151,9 @@ fn recursive_types_are_refused_however_the_recursion_is_hidden() {
     let recursive = [
         r#"{"type":"record","name":"Event","namespace":"dev.bxb.events","fields":[{"name":"next","type":["null","Event"]}]}"#.to_owned(),
         with_field_in_front(r#"{"name": "parent", "type": ["null", "Event"], "default": null}"#),
-        with_field_in_front(r#"{"name": "tree", "type": {"type": "record", "name": "Node", "fields": [{"name": "children", "type": {"type": "array", "items": "Node"}}]}}"#),
+        with_field_in_front(
+            r#"{"name": "tree", "type": {"type": "record", "name": "Node", "fields": [{"name": "children", "type": {"type": "array", "items": "Node"}}]}}"#,
+        ),
         with_field_in_front(
             r#"{"name": "a", "type": {"type": "record", "name": "A", "fields": [{"name": "b", "type": ["null", {"type": "record", "name": "B", "fields": [{"name": "a", "type": {"type": "map", "values": "A"}}]}]}]}}"#,
         ),
@@ -204,7 +208,8 @@ fn a_schema_nested_as_deep_as_json_allows_is_refused_without_exhausting_the_stac
 }
 
 fn amplifier_plan() -> WriterPlan {
-    plan(&parse(&with_field_in_front(r#"{"name": "blowup", "type": {"type": "array", "items": {"type": "array", "items": "null"}}}"#))).unwrap()
+    plan(&parse(&with_field_in_front(r#"{"name": "blowup", "type": {"type": "array", "items": {"type": "array", "items": "null"}}}"#)))
+        .unwrap()
 }
 
 #[test]
@@ -233,7 +238,9 @@ fn block_counts_cannot_claim_more_work_than_the_datum_pays_for() {
 
 #[test]
 fn broken_skipped_values_are_malformed() {
-    let writer = parse(&with_field_in_front(r#"{"name": "x", "type": ["null", "boolean", {"type": "enum", "name": "E", "symbols": ["A"]}, "string"]}"#));
+    let writer = parse(&with_field_in_front(
+        r#"{"name": "x", "type": ["null", "boolean", {"type": "enum", "name": "E", "symbols": ["A"]}, "string"]}"#,
+    ));
     let plan = plan(&writer).unwrap();
     let rest = avro::to_datum(&event());
     for bad in [vec![8], vec![2, 2], vec![4, 2], vec![6, 2, 0xff]] {

@@ -41,7 +41,11 @@ fn a_truncated_datum_is_invalid_avro_on_both_paths() {
     let datum = avro::to_datum(&event());
     for cut in 0..datum.len() {
         for direct in [true, false] {
-            assert_eq!(reason(decode_event_datum(&EVENT_SCHEMA, direct, &datum[..cut])), PoisonReason::InvalidAvro, "cut at {cut} (direct: {direct})");
+            assert_eq!(
+                reason(decode_event_datum(&EVENT_SCHEMA, direct, &datum[..cut])),
+                PoisonReason::InvalidAvro,
+                "cut at {cut} (direct: {direct})"
+            );
         }
     }
 }

@@ -62,9 +62,20 @@ struct Built {
 
 /// An extra field's type, and its nesting as the rule counts it.
 fn extra_type(rng: &mut Rng, built: &mut Built, depth: usize) -> (Json, usize) {
-    let leaves = [json!("null"), json!("boolean"), json!("int"), json!("long"), json!("float"), json!("double"), json!("bytes"), json!("string"),
-        json!({"type": "long", "logicalType": "timestamp-micros"}), json!({"type": "int", "logicalType": "date"}),
-        json!({"type": "string", "logicalType": "uuid"}), json!({"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2})];
+    let leaves = [
+        json!("null"),
+        json!("boolean"),
+        json!("int"),
+        json!("long"),
+        json!("float"),
+        json!("double"),
+        json!("bytes"),
+        json!("string"),
+        json!({"type": "long", "logicalType": "timestamp-micros"}),
+        json!({"type": "int", "logicalType": "date"}),
+        json!({"type": "string", "logicalType": "uuid"}),
+        json!({"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}),
+    ];
     let choice = if depth > MAX_NESTING + 2 { 0 } else { rng.below(11) };
     match choice {
         0..=2 => (leaves[rng.below(leaves.len())].clone(), 0),
@@ -125,7 +136,11 @@ fn extra_type(rng: &mut Rng, built: &mut Built, depth: usize) -> (Json, usize) {
             // Recursion, always with a way out (null or an empty array) so data exists.
             built.recursive = true;
             let target = built.open[rng.below(built.open.len())].clone();
-            if rng.chance(50) { (json!(["null", target]), 1) } else { (json!({"type": "array", "items": target}), 1) }
+            if rng.chance(50) {
+                (json!(["null", target]), 1)
+            } else {
+                (json!({"type": "array", "items": target}), 1)
+            }
         }
         _ => (json!("long"), 0),
     }
@@ -134,12 +149,21 @@ fn extra_type(rng: &mut Rng, built: &mut Built, depth: usize) -> (Json, usize) {
 /// A type for an event field, and whether the rule accepts it there.
 fn event_field_type(rng: &mut Rng, name: &str, original: &Json) -> (Json, bool) {
     let options: Vec<(Json, bool)> = match name {
-        "timestamp" => vec![(json!("int"), true), (json!("long"), true), (json!({"type": "long", "logicalType": "timestamp-micros"}), false), (json!("double"), false)],
+        "timestamp" => vec![
+            (json!("int"), true),
+            (json!("long"), true),
+            (json!({"type": "long", "logicalType": "timestamp-micros"}), false),
+            (json!("double"), false),
+        ],
         "value" => vec![(json!("float"), true), (json!("long"), true), (json!(["null", "int", "double"]), true), (json!("string"), false)],
         "decimal_value" => vec![(json!("string"), true), (json!(["null", "bytes"]), true), (json!("double"), false)],
         _ => vec![(json!("bytes"), true), (json!(["string"]), true), (json!(["null", "string"]), false), (json!("int"), false)],
     };
-    if rng.chance(90) { (original.clone(), true) } else { options[rng.below(options.len())].clone() }
+    if rng.chance(90) {
+        (original.clone(), true)
+    } else {
+        options[rng.below(options.len())].clone()
+    }
 }
 
 struct Generated {
@@ -190,7 +214,14 @@ fn writer_schema(seed: u64) -> Generated {
 }
 
 /// A value of `schema` for a datum: event fields from `event`, the rest arbitrary but finite.
-fn value_of(rng: &mut Rng, schema: &Schema, names: &apache_avro::schema::NamesRef<'_>, event: &Event, field: Option<&str>, depth: usize) -> Value {
+fn value_of(
+    rng: &mut Rng,
+    schema: &Schema,
+    names: &apache_avro::schema::NamesRef<'_>,
+    event: &Event,
+    field: Option<&str>,
+    depth: usize,
+) -> Value {
     if let Some(name) = field.filter(|name| super::super::TARGETS.iter().any(|(target, _)| target == name)) {
         return event_value(rng, schema, name, event);
     }
@@ -221,7 +252,9 @@ fn value_of(rng: &mut Rng, schema: &Schema, names: &apache_avro::schema::NamesRe
             let branch = if depth > 6 { 0 } else { rng.below(u.variants().len()) };
             Value::Union(branch as u32, Box::new(value_of(rng, &u.variants()[branch], names, event, None, depth + 1)))
         }
-        Schema::Record(r) => Value::Record(r.fields.iter().map(|f| (f.name.clone(), value_of(rng, &f.schema, names, event, None, depth + 1))).collect()),
+        Schema::Record(r) => {
+            Value::Record(r.fields.iter().map(|f| (f.name.clone(), value_of(rng, &f.schema, names, event, None, depth + 1))).collect())
+        }
         Schema::Ref { name } => {
             let definition = names.iter().find(|(n, _)| n.name() == name.name()).map(|(_, s)| *s).expect("a defined name");
             value_of(rng, definition, names, event, None, depth)
@@ -298,7 +331,10 @@ fn base_event(seed: u64) -> Event {
 fn assert_outcome(outcome: &Result<Event, DecodeError>, datum: &[u8]) {
     match outcome {
         Ok(event) => {
-            let held = event.transaction_id.len() + event.external_customer_id.len() + event.code.len() + event.properties.len()
+            let held = event.transaction_id.len()
+                + event.external_customer_id.len()
+                + event.code.len()
+                + event.properties.len()
                 + event.decimal_value.as_ref().map_or(0, |d| d.as_str().len());
             assert!(held <= datum.len(), "an event of {held} bytes from a datum of {}", datum.len());
         }
