@@ -8,7 +8,7 @@
 //!
 //! - [`auth`]: API keys (hashed, from a file and/or PostgreSQL) to organizations; the key format
 //!   (make, hash, match) is [`bxb_api_key`]'s.
-//! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with every problem by
+//! - parsing: [`bxb_event::ingest`] turns JSON bodies into [`bxb_event::Event`]s with the problems by
 //!   index and field; [`error`] maps its refusals to responses.
 //! - [`limits::rate`]: per-organization token buckets; an organization with an empty bucket is
 //!   refused before its body is read, the events of a request are charged once parsed.

@@ -6,8 +6,8 @@
 //!
 //! - [`Event`] is the one Rust type of an event; [`Decimal`] keeps `decimal_value` exact.
 //! - [`ingest`] parses the JSON of a request body (or of a `bxbctl produce` line) into events, with
-//!   every problem by event index and field, and checks timestamps against a window around the
-//!   receive time.
+//!   its problems by event index and field (the first listed, all counted), and checks
+//!   timestamps against a window around the receive time.
 //! - [`validate`] holds the field rules. The gateway applies them before publishing; the consumers
 //!   apply them again after decoding, because direct Kafka producers bypass the gateway. A record
 //!   that breaks them is poison and goes to the dead-letter topic.

@@ -1,8 +1,8 @@
 //! Request bodies to events: the JSON of `POST /v1/events` (one event object) and
 //! `POST /v1/events/batch` (`{"events": [ ... ]}`) read field by field, the shared field rules of
 //! [`crate::validate`] and a [`TimestampWindow`] around the receive time. Every problem of every
-//! event is collected so a client can fix a batch in one round trip; one bad event refuses the
-//! batch.
+//! event is counted and the first ones listed, so a client can fix a batch in one round trip; one
+//! bad event refuses the batch.
 //!
 //! ```text
 //! bytes ──▶ RawEvent (raw JSON text per field) ──▶ Event + validate ──▶ Ok(events) | Rejection
