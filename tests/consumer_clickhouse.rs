@@ -18,10 +18,10 @@ use bxb_consumer_clickhouse::{ClickHouseSink, EventRow};
 use bxb_event::registry::{frame, value_subject};
 use bxb_event::{Decimal, Event};
 use bxb_kafka::headers;
-use bxb_tests::{eventually, kafka_config, unique};
+use bxb_tests::dead_letters::DeadLetter;
+use bxb_tests::{eventually, unique};
 use harness::{fixture_events, Pipeline, Proxy, WAIT};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,30 +387,7 @@ fn lowest_offsets(rows: &[EventRow]) -> BTreeMap<(Uuid, String, i64), i64> {
     lowest
 }
 
-struct DeadLetter {
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: Vec<(String, String)>,
-}
-
-impl DeadLetter {
-    fn header(&self, key: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-    }
-}
-
+/// The first `count` dead letters of `topic` (the reader of `tests/common`, with this suite's wait).
 async fn read_dead_letters(topic: &str, count: usize) -> Vec<DeadLetter> {
-    let consumer: StreamConsumer =
-        kafka_config().set("group.id", unique("ch_dlq_reader")).set("auto.offset.reset", "earliest").create().unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut letters = Vec::new();
-    while letters.len() < count {
-        let message = tokio::time::timeout(WAIT, consumer.recv()).await.expect("dead letters arrive").unwrap();
-        let headers = message
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
-            .unwrap_or_default();
-        letters.push(DeadLetter { key: message.key().map(<[u8]>::to_vec), value: message.payload().unwrap_or_default().to_vec(), headers });
-    }
-    letters
+    bxb_tests::dead_letters::read_dead_letters(topic, count, WAIT).await
 }

@@ -5,14 +5,10 @@ use crate::avro::EVENT_SCHEMA;
 
 fn event() -> Event {
     Event {
-        organization_id: uuid::Uuid::from_u128(42),
-        transaction_id: "tx".into(),
-        external_customer_id: "c".into(),
-        code: "api_calls".into(),
-        timestamp_ms: 1_700_000_000_000,
         properties: r#"{"a":1}"#.into(),
         value: Some(2.5),
         decimal_value: Some("-1.25".parse().unwrap()),
+        ..crate::test_support::event_of(uuid::Uuid::from_u128(42), "tx")
     }
 }
 
