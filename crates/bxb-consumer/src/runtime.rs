@@ -107,6 +107,9 @@ impl<S: Sink> Pipeline<S> {
         tokio::pin!(batch_due);
         let mut armed: Option<Instant> = None;
         loop {
+            if wait.is_waiting() {
+                self.forget_revoked(&mut wait);
+            }
             if wait.can_drain() {
                 self.drain_waiting(&mut wait, &mut building, max_events, &mut breaker)?;
             }

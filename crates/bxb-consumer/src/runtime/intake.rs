@@ -55,11 +55,13 @@ pub(super) struct SchemaWait<'a> {
     pausing: bool,
     /// From this many waiting records on, the partitions are paused.
     pause_at: usize,
+    /// The offset tracker's revocation count when the waiting records were last checked.
+    revocations_seen: u64,
 }
 
 impl<'a> SchemaWait<'a> {
     pub fn new(backoff: Backoff, pause_at: usize) -> Self {
-        Self { waiting: VecDeque::new(), lookup: None, backoff, failing: false, pausing: false, pause_at }
+        Self { waiting: VecDeque::new(), lookup: None, backoff, failing: false, pausing: false, pause_at, revocations_seen: 0 }
     }
 
     pub fn is_waiting(&self) -> bool {
@@ -173,6 +175,34 @@ impl<S: Sink> Pipeline<S> {
                     tokio::time::sleep(pause).await;
                     (schema_id, self.decoder.load_schema(schema_id).await)
                 }));
+            }
+        }
+    }
+
+    /// Drops the waiting records of partitions revoked since the last check (their new owner
+    /// reads them again). The lookup is dropped with them, so that the records left are judged
+    /// again: they may need another schema, or none. Nothing left waiting, nothing is paused.
+    pub(super) fn forget_revoked(&self, wait: &mut SchemaWait<'_>) {
+        let tracker = self.shared.tracker();
+        if tracker.revocations() == wait.revocations_seen {
+            return;
+        }
+        wait.revocations_seen = tracker.revocations();
+        let before = wait.waiting.len();
+        wait.waiting.retain(|w| tracker.is_in_flight(w.message.partition(), w.message.offset()));
+        drop(tracker);
+        if wait.waiting.len() == before {
+            return;
+        }
+        tracing::info!(handed_over = before - wait.waiting.len(), waiting = wait.waiting.len(), "dropped waiting records of revoked partitions");
+        wait.lookup = None;
+        self.records_waiting.set(wait.waiting.len() as f64);
+        if !wait.is_waiting() {
+            wait.failing = false;
+            self.registry_ready.store(true, Ordering::Relaxed);
+            if wait.pausing {
+                wait.pausing = false;
+                self.release_pause();
             }
         }
     }
