@@ -194,7 +194,11 @@ impl<S: Sink> Pipeline<S> {
         if wait.waiting.len() == before {
             return;
         }
-        tracing::info!(handed_over = before - wait.waiting.len(), waiting = wait.waiting.len(), "dropped waiting records of revoked partitions");
+        tracing::info!(
+            handed_over = before - wait.waiting.len(),
+            waiting = wait.waiting.len(),
+            "dropped waiting records of revoked partitions"
+        );
         wait.lookup = None;
         self.records_waiting.set(wait.waiting.len() as f64);
         if !wait.is_waiting() {
