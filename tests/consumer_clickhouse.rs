@@ -293,10 +293,10 @@ impl Sink for Recording {
         self.inner.name()
     }
 
-    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
-        self.inner.write(batch).await?;
+    async fn write(&self, batch: &[Record]) -> Result<bxb_consumer::Written, SinkError> {
+        let written = self.inner.write(batch).await?;
         self.partitions.lock().unwrap().extend(batch.iter().map(|r| r.partition));
-        Ok(())
+        Ok(written)
     }
 
     async fn is_ready(&self) -> bool {

@@ -10,12 +10,8 @@ mod support;
 #[path = "consumer_postgres/through_kafka.rs"]
 mod through_kafka;
 
-use std::time::Duration;
-
 use bxb_consumer::{Record, Sink, SinkError};
 use bxb_consumer_postgres::copy_binary::BinaryCopyWriter;
-use bxb_consumer_postgres::select::Skip;
-use bxb_tests::eventually;
 use sqlx::Connection;
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -158,9 +154,9 @@ async fn billable_events_land_once_with_every_field_exact_and_the_rest_are_skipp
         record(event(other_org, "tx-4", "storage_gb", ts), 12), // billable for `org` only
         Record { ingested_at_ms: None, ..record(bare, 13) },
     ];
-    let summary = sink.write_batch(&batch).await.expect("batch written");
+    let (summary, _) = sink.write_batch(&batch).await.expect("batch written");
     assert_eq!(summary.written, 2);
-    assert_eq!(summary.skipped, vec![(Skip::NotBillable, 2)]);
+    assert_eq!(summary.not_billable, 2);
 
     #[allow(clippy::type_complexity, reason = "a row as a tuple, its columns named in the query beside it")]
     let row: (String, String, i64, bool, Option<f64>, Option<String>, Option<i64>, i32, i64, bool) = sqlx::query_as(
@@ -200,16 +196,18 @@ async fn billable_events_land_once_with_every_field_exact_and_the_rest_are_skipp
     .unwrap();
     assert_eq!(bare_row, (None, None, None));
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events").await, 2);
-    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys").await, 2);
+    // Every identity is kept, billable or not: the first record decides it (docs/identity.md).
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys").await, 4);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys WHERE billable").await, 2);
 
     // The same batch again (a crash between write and commit re-delivers it): nothing changes.
-    let again = sink.write_batch(&batch).await.unwrap();
-    assert_eq!((again.written, again.already_stored), (0, 2));
+    let (again, _) = sink.write_batch(&batch).await.unwrap();
+    assert_eq!((again.written, again.already_stored), (0, 4));
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events").await, 2);
 }
 
 #[tokio::test]
-async fn a_retry_with_another_timestamp_is_dropped_and_the_earliest_offset_wins() {
+async fn a_retry_with_another_timestamp_is_dropped_and_the_first_record_wins() {
     let (_db, pool, sink) = api_calls_sink().await;
     let org = Uuid::new_v4();
     let today = now_ms() - 60_000;
@@ -221,11 +219,11 @@ async fn a_retry_with_another_timestamp_is_dropped_and_the_earliest_offset_wins(
         record(event(org, "retried", "api_calls", today), 2),
         record(event(org, "single", "api_calls", today), 3),
     ];
-    let summary = sink.write_batch(&batch).await.unwrap();
+    let (summary, _) = sink.write_batch(&batch).await.unwrap();
     assert_eq!(summary.written, 2);
-    assert_eq!(summary.skipped, vec![(Skip::DuplicateInBatch, 1)]);
+    assert_eq!(summary.duplicates_in_batch, 1);
     // Across batches: the key is taken, the later timestamp is dropped.
-    let retry = sink.write_batch(&[record(event(org, "single", "api_calls", yesterday + 5), 4)]).await.unwrap();
+    let (retry, _) = sink.write_batch(&[record(event(org, "single", "api_calls", yesterday + 5), 4)]).await.unwrap();
     assert_eq!((retry.written, retry.already_stored), (0, 1));
 
     assert_eq!(rows_of(&pool, org).await, vec![("retried".to_owned(), yesterday, 1), ("single".to_owned(), today, 3)]);
@@ -237,6 +235,59 @@ async fn a_retry_with_another_timestamp_is_dropped_and_the_earliest_offset_wins(
     .await
     .unwrap();
     assert_eq!(key_ts, yesterday, "the key records the partition its event went to");
+}
+
+#[tokio::test]
+async fn a_better_ranked_record_that_arrives_later_replaces_the_stored_one() {
+    let (_db, pool, sink) = api_calls_sink().await;
+    let org = Uuid::new_v4();
+    let ts = now_ms() - 60_000;
+    let version = |tx: &str, code: &str, value: f64, partition: i32, appended_at_ms: i64| Record {
+        partition,
+        appended_at_ms,
+        ..record(bxb_event::Event { value: Some(value), ..event(org, tx, code, ts) }, 7)
+    };
+    // The retries (partition 3) are consumed first; the originals, appended a millisecond
+    // earlier to partition 1, by a slower consumer afterwards.
+    let (first, _) = sink.write_batch(&[version("x", "api_calls", 2.0, 3, 1_001), version("y", "api_calls", 2.0, 3, 1_001)]).await.unwrap();
+    assert_eq!((first.written, first.new_identities), (2, 2));
+    let (later, _) = sink.write_batch(&[version("x", "api_calls", 1.0, 1, 1_000), version("y", "seats", 1.0, 1, 1_000)]).await.unwrap();
+    assert_eq!((later.replaced, later.removed, later.written), (2, 2, 1), "{later:?}");
+    let rows: Vec<(String, f64)> =
+        sqlx::query_as("SELECT transaction_id, value FROM events WHERE organization_id = $1").bind(org).fetch_all(&pool).await.unwrap();
+    assert_eq!(rows, [("x".to_owned(), 1.0)], "x by its first record; y's first record is not billable");
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM event_keys WHERE transaction_id = 'y' AND NOT billable AND kafka_partition = 1").await,
+        1
+    );
+    // Delivered again, the retries change nothing.
+    let (again, _) = sink.write_batch(&[version("x", "api_calls", 2.0, 3, 1_001), version("y", "api_calls", 2.0, 3, 1_001)]).await.unwrap();
+    assert_eq!((again.written, again.removed, again.already_stored), (0, 0, 2));
+}
+
+#[tokio::test]
+async fn a_record_read_again_after_its_metric_was_made_billable_retroactively_is_billed() {
+    bxb_telemetry::init_for_tests();
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let sink = db.sink(|_| {}).await;
+    let org = Uuid::new_v4();
+    let batch = [record(event(org, "r", "seats", now_ms() - 60_000), 3)];
+    let (first, _) = sink.write_batch(&batch).await.unwrap();
+    assert_eq!((first.written, first.not_billable), (0, 1));
+    // Billable since before the record: a replay (or bxbctl backfill) judges it again.
+    make_billable(&pool, org, "seats").await;
+    let (replayed, _) = sink.write_batch(&batch).await.unwrap();
+    assert_eq!((replayed.rejudged, replayed.written), (1, 1));
+    // And stopped retroactively: the row goes.
+    sqlx::query("UPDATE billable_metrics SET effective_until = '2000-01-01T00:00:00Z' WHERE organization_id = $1")
+        .bind(org)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ended, _) = sink.write_batch(&batch).await.unwrap();
+    assert_eq!((ended.rejudged, ended.removed), (1, 1));
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM events").await, 0);
 }
 
 #[tokio::test]
@@ -261,15 +312,18 @@ async fn partitions_are_created_for_late_and_future_events_and_dropped_by_retent
     let org = Uuid::new_v4();
     let late = now - 3 * DAY_MS;
     let future = now + 6 * DAY_MS;
+    // Screened as the runtime screens what it consumes.
+    let screened = |record: Record| Record { screened: sink.screen(&record.event), ..record };
     let batch = vec![
-        record(event(org, "late", "api_calls", late), 1),
-        record(event(org, "future", "api_calls", future), 2),
-        record(event(org, "too-old", "api_calls", now - 6 * DAY_MS), 3),
-        record(event(org, "too-far", "api_calls", now + 8 * DAY_MS), 4),
+        screened(record(event(org, "late", "api_calls", late), 1)),
+        screened(record(event(org, "future", "api_calls", future), 2)),
+        screened(record(event(org, "too-old", "api_calls", now - 6 * DAY_MS), 3)),
+        screened(record(event(org, "too-far", "api_calls", now + 8 * DAY_MS), 4)),
     ];
-    let summary = sink.write_batch(&batch).await.unwrap();
+    let (summary, written) = sink.write_batch(&batch).await.unwrap();
     assert_eq!(summary.written, 2);
-    assert_eq!(summary.skipped, vec![(Skip::TooFarInFuture, 1), (Skip::TooOld, 1)]);
+    let refused: Vec<_> = written.refused.iter().map(|r| (r.index, r.reason.as_str())).collect();
+    assert_eq!(refused, [(2, "too_old"), (3, "too_far_in_future")], "refused for good: the runtime dead-letters them");
     let partitions = partition_names(&pool).await;
     assert_eq!(partitions, vec![name(late), name(now), name(now + DAY_MS), name(future)]);
     let in_late: i64 = scalar(&pool, &format!("SELECT count(*) FROM {}", name(late))).await;
@@ -301,7 +355,7 @@ async fn two_consumers_needing_the_same_new_partition_both_succeed_and_store_eac
     // Ten late days nobody has created yet, written by both at once with the same keys.
     let batch: Vec<_> = (1..=10).map(|d| record(event(org, &format!("tx-{d}"), "api_calls", now - d * DAY_MS), d)).collect();
     let (a, b) = tokio::join!(first.write_batch(&batch), second.write_batch(&batch));
-    let (a, b) = (a.expect("first consumer writes"), b.expect("second consumer writes"));
+    let ((a, _), (b, _)) = (a.expect("first consumer writes"), b.expect("second consumer writes"));
     assert_eq!(a.written + b.written, 10);
     assert_eq!(a.already_stored + b.already_stored, 10);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events").await, 10);
@@ -309,29 +363,21 @@ async fn two_consumers_needing_the_same_new_partition_both_succeed_and_store_eac
 }
 
 #[tokio::test]
-async fn the_billable_cache_picks_up_a_newly_billable_code_after_refresh() {
+async fn a_newly_billable_code_is_billed_from_the_next_batch_whatever_the_refresh_interval() {
     bxb_telemetry::init_for_tests();
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    let sink = db.sink(|a| a.billable_refresh_ms = 200).await;
+    let sink = db.sink(|a| a.billable_refresh_ms = 3_600_000).await;
     let stop = CancellationToken::new();
     let background = sink.spawn_background(stop.clone());
     let org = Uuid::new_v4();
     let now = now_ms();
 
-    let before = sink.write_batch(&[record(event(org, "before", "seats", now), 1)]).await.unwrap();
-    assert_eq!(before.skipped, vec![(Skip::NotBillable, 1)]);
+    let (before, _) = sink.write_batch(&[record(event(org, "before", "seats", now), 1)]).await.unwrap();
+    assert_eq!(before.not_billable, 1);
     make_billable(&pool, org, "seats").await;
-    let mut offset = 1;
-    eventually("the refreshed cache to make `seats` billable", Duration::from_secs(10), || {
-        offset += 1;
-        let sink = sink.clone();
-        async move {
-            let summary = sink.write_batch(&[record(event(org, &format!("after-{offset}"), "seats", now), offset)]).await.unwrap();
-            (summary.written == 1).then_some(())
-        }
-    })
-    .await;
+    let (after, _) = sink.write_batch(&[record(event(org, "after", "seats", now), 2)]).await.unwrap();
+    assert_eq!(after.written, 1, "the change counter told the sink to reload");
     assert_eq!(scalar(&pool, "SELECT count(*) FROM events WHERE transaction_id = 'before'").await, 0);
     stop.cancel();
     background.await.unwrap();

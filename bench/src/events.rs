@@ -50,6 +50,8 @@ pub fn records(organization_ids: &[Uuid], range: std::ops::Range<u64>, timestamp
                 event: event(organization_id, format!("backlog-{seq}"), seq, timestamp_ms),
                 partition: (seq % 4) as i32,
                 offset: seq as i64,
+                appended_at_ms: timestamp_ms,
+                screened: None,
                 ingested_at_ms: Some(timestamp_ms),
             }
         })

@@ -9,9 +9,13 @@
 //! - [`migrate`]: apply every store's schema (PostgreSQL migrations, ClickHouse DDL) from
 //!   `bxb-schemas`: the one migration entry point, run as the schema owner before the
 //!   components start.
+//! - [`backfill`]: bring PostgreSQL to exactly the billable projection of ClickHouse over a time
+//!   range, by the identity rule (after a metric was made billable retroactively, or the upgrade
+//!   to the rule).
 //! - [`verify`]: compare the billable events of PostgreSQL with the same subset of ClickHouse per
 //!   organization, code and hour — the check to run after an incident.
 
+pub mod backfill;
 pub mod migrate;
 pub mod produce;
 pub mod replay;

@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
 use bxb_consumer_clickhouse::ClickHouseArgs;
+use bxb_consumer_postgres::PostgresSink;
+use bxb_ctl::backfill;
 use bxb_ctl::replay::{self, Target};
 use bxb_ctl::verify::{self, VerifyScope};
 use bxb_ctl::{migrate, produce};
@@ -78,6 +80,25 @@ enum Command {
         /// PostgreSQL, as the role that owns the schema.
         #[arg(long = "postgres-url", env = "BXB_POSTGRES_URL", hide_env_values = true)]
         postgres_url: String,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    },
+    /// Bring PostgreSQL to exactly the billable first records ClickHouse holds for a time range
+    /// (after a metric was made billable, or stopped, retroactively; after the upgrade to the
+    /// identity rule). Safe to repeat and to run beside consumer-postgres.
+    Backfill {
+        /// Start of the range of event timestamps (RFC 3339), included.
+        #[arg(long, value_parser = parse_datetime)]
+        from: i64,
+        /// End of the range (RFC 3339), excluded.
+        #[arg(long, value_parser = parse_datetime)]
+        to: i64,
+        /// Only this organization.
+        #[arg(long)]
+        organization: Option<uuid::Uuid>,
+        /// consumer-postgres' settings (BXB_POSTGRES_URL, BXB_BILLABLE_CODES, retention, ...).
+        #[command(flatten)]
+        postgres: bxb_consumer_postgres::PostgresArgs,
         #[command(flatten)]
         clickhouse: ClickHouseArgs,
     },
@@ -173,6 +194,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("ClickHouse: created {created}");
             }
             println!("migrate: every schema is current");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill { from, to, organization, postgres, clickhouse } => {
+            let sink = PostgresSink::connect(postgres).await?;
+            let scope = backfill::BackfillScope { from_ms: from, to_ms: to, organization_id: organization };
+            let report = backfill::backfill(&sink, &clickhouse, &scope).await?;
+            let s = &report.summary;
+            println!(
+                "backfill: {} first record(s) read; identities new {}, replaced {}, re-judged {}, unchanged {}; rows written {}, removed {}; refused (outside PostgreSQL's time range) {}",
+                report.read, s.new_identities, s.replaced, s.rejudged, s.already_stored, s.written, s.removed, s.refused
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { from, to, organization, postgres_url, billable_codes, clickhouse } => {

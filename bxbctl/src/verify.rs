@@ -78,7 +78,7 @@ pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifySc
     .await?;
     let clickhouse: BTreeMap<BucketKey, Bucket> = usage
         .into_iter()
-        .filter(|u| billable.is_billable(&u.organization_id, &u.code))
+        .filter(|u| billable.is_ever_billable(&u.organization_id, &u.code))
         .map(|u: Usage| {
             let key = (u.organization_id, u.code, u.bucket_start_ms);
             (key, Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: u.decimal_value_sum })

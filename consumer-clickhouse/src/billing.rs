@@ -6,11 +6,11 @@
 
 use bxb_event::validate::MAX_TIMESTAMP_MS;
 use bxb_event::Decimal;
-use bxb_schemas::clickhouse::USAGE_QUERY;
+use bxb_schemas::clickhouse::{FIRST_RECORDS_QUERY, USAGE_QUERY};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::row::DECIMAL_SCALE;
+use crate::row::{EventRow, DECIMAL_SCALE};
 
 /// The width of a usage bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,13 +95,23 @@ pub async fn usage(client: &clickhouse::Client, query: &UsageQuery) -> Result<Ve
         .collect()
 }
 
+/// The first record of every identity with a record in the query's range (the identity rule),
+/// in (organization_id, transaction_id) order; the query's granularity is not used.
+pub async fn first_records(client: &clickhouse::Client, query: &UsageQuery) -> Result<Vec<EventRow>, BillingError> {
+    Ok(client.query_raw(&with_parameters(FIRST_RECORDS_QUERY, query)).fetch_all().await?)
+}
+
 /// The usage query with its parameters in place.
 pub fn usage_sql(query: &UsageQuery) -> String {
+    with_parameters(USAGE_QUERY, query)
+}
+
+fn with_parameters(template: &str, query: &UsageQuery) -> String {
     // Clamped to what DateTime can hold, so the partition filter cannot wrap around.
     let clamp = |ms: i64| ms.clamp(0, MAX_TIMESTAMP_MS + 1);
     let organization = query.organization_id.unwrap_or_default();
     substitute(
-        USAGE_QUERY,
+        template,
         &[
             ("{bucket_ms:Int64}", query.granularity.millis().to_string()),
             ("{from_ms:Int64}", clamp(query.from_ms).to_string()),
@@ -121,7 +131,7 @@ fn substitute(template: &str, parameters: &[(&str, String)]) -> String {
 }
 
 /// `value / 10^scale` as an exact decimal, or `None` beyond 38 digits.
-fn decimal_from_scaled(value: i128, scale: u32) -> Option<Decimal> {
+pub(crate) fn decimal_from_scaled(value: i128, scale: u32) -> Option<Decimal> {
     let digits = value.unsigned_abs().to_string();
     let scale = scale as usize;
     let padded = format!("{digits:0>width$}", width = scale + 1);
@@ -143,6 +153,15 @@ mod tests {
             assert!(!sql.contains('{') && !sql.contains('}'), "unfilled placeholder in {sql}");
             assert!(!sql.contains('?'), "the query must not contain '?'");
         }
+    }
+
+    #[test]
+    fn every_placeholder_of_the_first_records_query_is_filled() {
+        let sql = with_parameters(
+            FIRST_RECORDS_QUERY,
+            &UsageQuery { from_ms: 0, to_ms: 1, granularity: Granularity::Day, organization_id: None },
+        );
+        assert!(!sql.contains('{') && !sql.contains('}'), "unfilled placeholder in {sql}");
     }
 
     #[test]

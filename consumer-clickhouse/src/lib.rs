@@ -25,7 +25,7 @@
 pub mod billing;
 pub mod config;
 pub mod error;
-mod row;
+pub mod row;
 pub mod schema;
 mod sink;
 

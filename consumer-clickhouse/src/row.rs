@@ -1,7 +1,7 @@
 //! The Rust side of `events_raw`: one row per Kafka record, and the column list it needs.
 
 use bxb_consumer::{Record, SinkError};
-use bxb_event::DECIMAL_MAX_SCALE;
+use bxb_event::{Event, DECIMAL_MAX_SCALE};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,6 +27,8 @@ pub struct EventRow {
     pub written_at_ms: i64,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// The broker's append time: with partition and offset, the record's rank.
+    pub appended_at_ms: i64,
 }
 
 /// Every column of `events_raw` with the type ClickHouse reports for it in `system.columns`.
@@ -45,10 +47,12 @@ pub const EVENTS_RAW_COLUMNS: &[(&str, &str)] = &[
     ("written_at_ms", "Int64"),
     ("kafka_partition", "Int32"),
     ("kafka_offset", "Int64"),
+    ("appended_at_ms", "Int64"),
     (DEDUP_VERSION_COLUMN, "UInt64"),
 ];
 
-/// The ReplacingMergeTree version, `MATERIALIZED` from `kafka_offset` so the earliest record wins.
+/// The ReplacingMergeTree version, `MATERIALIZED` from `appended_at_ms`: of the rows of one Kafka
+/// record, a merge keeps the one of the lowest append time (a legacy row's 0).
 pub const DEDUP_VERSION_COLUMN: &str = "dedup_version";
 
 impl EventRow {
@@ -80,6 +84,36 @@ impl EventRow {
             written_at_ms,
             kafka_partition: record.partition,
             kafka_offset: record.offset,
+            // A producer-chosen time before 1970 (a `CreateTime` topic) ranks like a legacy row.
+            appended_at_ms: record.appended_at_ms.max(bxb_event::identity::LEGACY_APPENDED_AT_MS),
+        })
+    }
+}
+
+impl EventRow {
+    /// The record the row was written from, as the consumers see it (not screened); `None` when
+    /// its decimal does not fit 38 digits (a row no consumer-clickhouse writes).
+    pub fn to_record(&self) -> Option<Record> {
+        let decimal_value = match self.decimal_value {
+            Some(scaled) => Some(crate::billing::decimal_from_scaled(scaled, DECIMAL_SCALE)?),
+            None => None,
+        };
+        Some(Record {
+            event: Event {
+                organization_id: self.organization_id,
+                transaction_id: self.transaction_id.clone(),
+                external_customer_id: self.external_customer_id.clone(),
+                code: self.code.clone(),
+                timestamp_ms: self.timestamp_ms,
+                properties: self.properties.clone(),
+                value: self.value,
+                decimal_value,
+            },
+            partition: self.kafka_partition,
+            offset: self.kafka_offset,
+            appended_at_ms: self.appended_at_ms,
+            screened: None,
+            ingested_at_ms: self.ingested_at_ms,
         })
     }
 }
@@ -87,7 +121,6 @@ impl EventRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bxb_event::Event;
     use clickhouse::Row;
 
     #[test]
@@ -129,12 +162,21 @@ mod tests {
             },
             partition: 2,
             offset: 9,
+            appended_at_ms: 1_700_000_001_002,
+            screened: None,
             ingested_at_ms: Some(1_700_000_001_000),
         };
         let row = EventRow::from_record(&record, 5).unwrap();
+        assert_eq!(row.appended_at_ms, 1_700_000_001_002);
         assert_eq!(row.timestamp, 1_700_000_000);
         assert_eq!(row.timestamp_ms, 1_700_000_000_999);
         assert_eq!(row.decimal_value, Some(-1));
         assert_eq!((row.kafka_partition, row.kafka_offset, row.written_at_ms), (2, 9, 5));
+        let back = row.to_record().unwrap();
+        assert_eq!(back.event, record.event);
+        assert_eq!(
+            (back.partition, back.offset, back.appended_at_ms, back.ingested_at_ms),
+            (2, 9, 1_700_000_001_002, Some(1_700_000_001_000))
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bxb_consumer::{Record, Sink, SinkError};
+use bxb_consumer::{Record, Sink, SinkError, Written};
 use bxb_event::clock::now_ms;
 use bxb_schemas::clickhouse::EVENTS_RAW_TABLE;
 
@@ -57,8 +57,8 @@ impl Sink for ClickHouseSink {
         "clickhouse"
     }
 
-    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
-        self.insert(batch).await
+    async fn write(&self, batch: &[Record]) -> Result<Written, SinkError> {
+        self.insert(batch).await.map(|()| Written::default())
     }
 
     async fn is_ready(&self) -> bool {

@@ -52,9 +52,16 @@ pub struct PostgresArgs {
     /// so that it never queues writers behind a long-running query.
     #[arg(long = "postgres-lock-timeout-ms", env = "BXB_POSTGRES_LOCK_TIMEOUT_MS", default_value_t = 5_000)]
     pub lock_timeout_ms: u64,
-    /// How often the billable metrics are reloaded from `billable_metrics`.
+    /// How often the billable metrics are reloaded from `billable_metrics` in the background.
+    /// Writes do not wait for it: each batch checks that its copy is current as of its records'
+    /// append time (see `billable`).
     #[arg(long = "billable-refresh-ms", env = "BXB_BILLABLE_REFRESH_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub billable_refresh_ms: u64,
+    /// The largest difference allowed between the Kafka brokers' clocks (which stamp append
+    /// times) and PostgreSQL's (which stamps `billable_metrics` changes): a batch is judged with
+    /// a copy of `billable_metrics` current as of its latest append time plus this.
+    #[arg(long = "billable-clock-skew-ms", env = "BXB_BILLABLE_CLOCK_SKEW_MS", default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..=60_000))]
+    pub billable_clock_skew_ms: i64,
     /// Codes billable for every organization, comma-separated (for simple deployments).
     #[arg(long = "billable-codes", env = "BXB_BILLABLE_CODES", value_delimiter = ',')]
     pub billable_codes: Vec<String>,
@@ -88,6 +95,7 @@ impl PostgresArgs {
             acquire_timeout_ms: 10_000,
             lock_timeout_ms: 5_000,
             billable_refresh_ms: 30_000,
+            billable_clock_skew_ms: 100,
             billable_codes: Vec::new(),
             partition_interval_days: 1,
             partitions_ahead: 3,

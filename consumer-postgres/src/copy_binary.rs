@@ -84,6 +84,12 @@ impl BinaryCopyWriter {
         self
     }
 
+    pub fn bool(&mut self, value: bool) -> &mut Self {
+        self.buf.extend_from_slice(&1i32.to_be_bytes());
+        self.buf.push(u8::from(value));
+        self
+    }
+
     pub fn int8(&mut self, value: i64) -> &mut Self {
         self.buf.extend_from_slice(&8i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_be_bytes());

@@ -275,7 +275,7 @@ fn gaps(taken: &[Range], wanted: Range) -> Vec<Range> {
     out
 }
 
-pub(crate) fn datetime(ms: i64) -> OffsetDateTime {
+pub fn datetime(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 

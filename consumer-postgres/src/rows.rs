@@ -2,7 +2,6 @@
 //! arrays of the `event_keys` insert.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use bxb_consumer::Record;
 use time::OffsetDateTime;
@@ -10,6 +9,7 @@ use uuid::Uuid;
 
 use crate::copy_binary::{BinaryCopyWriter, CopyEncodeError};
 use crate::partitions::datetime;
+use crate::select::Candidate;
 
 /// The columns of `events` that come from the record; `written_at` takes its default, the
 /// transaction's `now()`.
@@ -20,35 +20,50 @@ pub const COPY_EVENTS: &str = "COPY events (organization_id, transaction_id, \
 const EVENT_COLUMNS: i16 = 11;
 
 /// The identity keys of the batch, in the order of [`Keys::copy_stream`].
-pub const COPY_KEYS: &str = "COPY event_keys (organization_id, transaction_id, \"timestamp\") FROM STDIN (FORMAT BINARY)";
+pub const COPY_KEYS: &str = "COPY event_keys (organization_id, transaction_id, \"timestamp\", appended_at_ms, \
+    kafka_partition, kafka_offset, billable) FROM STDIN (FORMAT BINARY)";
 
-/// The identity keys of a batch, sorted by (organization_id, transaction_id) in byte order (one
-/// lock order for every writer), as parallel arrays bound as `uuid[]`, `text[]`, `timestamptz[]`.
+/// The identity keys of a batch's candidates, sorted by (organization_id, transaction_id) in
+/// byte order (one lock order for every writer), as parallel arrays bound as `uuid[]`, `text[]`,
+/// `timestamptz[]`, `int8[]`, `int4[]`, `int8[]`, `bool[]`.
 #[derive(Debug, Default)]
 pub struct Keys<'a> {
     pub organization_ids: Vec<Uuid>,
     pub transaction_ids: Vec<&'a str>,
     pub timestamps_ms: Vec<i64>,
+    pub appended_at_ms: Vec<i64>,
+    pub partitions: Vec<i32>,
+    pub offsets: Vec<i64>,
+    pub billable: Vec<bool>,
 }
 
 impl<'a> Keys<'a> {
-    pub fn of(records: &[&'a Record]) -> Self {
-        let mut sorted = records.to_vec();
+    pub fn of(candidates: &[Candidate<'a>]) -> Self {
+        let mut sorted = candidates.to_vec();
         sorted.sort_unstable_by(|a, b| {
-            (a.event.organization_id, a.event.transaction_id.as_bytes()).cmp(&(b.event.organization_id, b.event.transaction_id.as_bytes()))
+            let (a, b) = (&a.record.event, &b.record.event);
+            (a.organization_id, a.transaction_id.as_bytes()).cmp(&(b.organization_id, b.transaction_id.as_bytes()))
         });
-        let mut keys = Self {
-            organization_ids: Vec::with_capacity(records.len()),
-            transaction_ids: Vec::with_capacity(records.len()),
-            timestamps_ms: Vec::with_capacity(records.len()),
-        };
-        for record in sorted {
-            let event = &record.event;
-            keys.organization_ids.push(event.organization_id);
-            keys.transaction_ids.push(&event.transaction_id);
-            keys.timestamps_ms.push(event.timestamp_ms);
+        let mut keys = Self::default();
+        for candidate in sorted {
+            let record = candidate.record;
+            keys.organization_ids.push(record.event.organization_id);
+            keys.transaction_ids.push(&record.event.transaction_id);
+            keys.timestamps_ms.push(record.event.timestamp_ms);
+            keys.appended_at_ms.push(record.appended_at_ms);
+            keys.partitions.push(record.partition);
+            keys.offsets.push(record.offset);
+            keys.billable.push(candidate.billable);
         }
         keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.organization_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.organization_ids.is_empty()
     }
 }
 
@@ -61,33 +76,15 @@ impl Keys<'_> {
 
     /// The binary `COPY` stream of [`COPY_KEYS`].
     pub fn copy_stream(&self) -> Result<Vec<u8>, CopyEncodeError> {
-        let mut w = BinaryCopyWriter::with_capacity(self.transaction_ids.len() * 64);
-        for ((organization_id, transaction_id), &timestamp_ms) in
-            self.organization_ids.iter().zip(&self.transaction_ids).zip(&self.timestamps_ms)
-        {
-            w.row(3).uuid(organization_id);
-            w.text(transaction_id)?;
-            w.timestamptz_ms(timestamp_ms);
+        let mut w = BinaryCopyWriter::with_capacity(self.len() * 96);
+        for i in 0..self.len() {
+            w.row(7).uuid(&self.organization_ids[i]);
+            w.text(self.transaction_ids[i])?;
+            w.timestamptz_ms(self.timestamps_ms[i]).int8(self.appended_at_ms[i]).int4(self.partitions[i]).int8(self.offsets[i]);
+            w.bool(self.billable[i]);
         }
         Ok(w.finish())
     }
-}
-
-/// `records` whose identity is among `new_keys`, in their order.
-pub fn only_new<'a>(records: &[&'a Record], new_keys: &[(Uuid, String)]) -> Vec<&'a Record> {
-    if new_keys.len() == records.len() {
-        // Every key of the batch went in (the usual case): the records are one per identity.
-        return records.to_vec();
-    }
-    let mut by_organization: HashMap<Uuid, HashSet<&str>> = HashMap::new();
-    for (organization_id, transaction_id) in new_keys {
-        by_organization.entry(*organization_id).or_default().insert(transaction_id);
-    }
-    records
-        .iter()
-        .filter(|r| by_organization.get(&r.event.organization_id).is_some_and(|t| t.contains(r.event.transaction_id.as_str())))
-        .copied()
-        .collect()
 }
 
 /// The binary `COPY` stream of `records`, in [`COPY_EVENTS`]'s column order.
@@ -160,20 +157,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_records_of_new_keys_are_copied() {
-        let batch = [record(1, "a", 0), record(2, "a", 1), record(1, "b", 2)];
-        let records: Vec<&Record> = batch.iter().collect();
-        let keys = Keys::of(&records);
+    fn keys_are_sorted_by_identity_with_their_rank_and_judgment() {
+        let mut batch = [record(1, "b", 0), record(2, "a", 1), record(1, "a", 2)];
+        batch[1].partition = 4;
+        let candidates: Vec<Candidate<'_>> = batch.iter().map(|record| Candidate { record, billable: record.offset != 1 }).collect();
+        let keys = Keys::of(&candidates);
         assert_eq!(keys.organization_ids, [1, 1, 2].map(Uuid::from_u128));
         assert_eq!(keys.transaction_ids, ["a", "b", "a"]);
-        assert!(keys.copy_stream().unwrap().len() > 3 * (16 + 1 + 8));
+        assert_eq!(keys.offsets, [2, 0, 1]);
+        assert_eq!(keys.partitions, [0, 0, 4]);
+        assert_eq!(keys.appended_at_ms, [1_000_002, 1_000_000, 1_000_001]);
+        assert_eq!(keys.billable, [true, true, false]);
+        // Per row: field count, uuid, text, timestamptz, int8, int4, int8, bool (with lengths).
+        assert_eq!(keys.copy_stream().unwrap().len(), 19 + 3 * (2 + 20 + 5 + 12 + 12 + 8 + 12 + 5) + 2);
         assert_eq!(keys.timestamps()[0].unix_timestamp_nanos(), 1_795_000_000_123_000_000);
-        let offsets = |new: &[(Uuid, String)]| only_new(&records, new).iter().map(|r| r.offset).collect::<Vec<_>>();
-        assert_eq!(offsets(&[(Uuid::from_u128(2), "a".into())]), [1]);
-        assert_eq!(offsets(&[(Uuid::from_u128(1), "b".into()), (Uuid::from_u128(1), "a".into())]), [0, 2]);
-        assert_eq!(offsets(&[]), Vec::<i64>::new());
-        let all: Vec<(Uuid, String)> = batch.iter().map(|r| (r.event.organization_id, r.event.transaction_id.clone())).collect();
-        assert_eq!(offsets(&all), [0, 1, 2]);
     }
 
     #[test]

@@ -1,91 +1,115 @@
-//! Which records of a batch are written: billable, inside the accepted time window, and the
-//! first of their identity within the batch.
+//! What a batch does to PostgreSQL under the identity rule (`bxb_event::identity`): which record
+//! of each identity can decide it, whether it is billable, which records are refused, and, given
+//! what `event_keys` holds, what to write. Pure functions; the sink runs the statements.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use bxb_consumer::Record;
+use bxb_consumer::{Record, Refusal};
+use bxb_event::identity::Rank;
+use bxb_event::registry::PoisonReason;
 use uuid::Uuid;
 
 use crate::billable::BillableView;
 use crate::partitions::Window;
 
-/// Why a record of a batch was not handed to PostgreSQL. The runtime commits these offsets like
-/// written ones: `write` succeeded for the batch as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Skip {
-    /// The code is not a billable metric of the organization.
-    NotBillable,
-    /// Older than the oldest partition retention keeps: it would be dropped at once, and its
-    /// identity key may already be forgotten, so writing it could count it twice.
-    TooOld,
-    /// Further in the future than `BXB_POSTGRES_MAX_FUTURE_DAYS`.
-    TooFarInFuture,
-    /// Another record of the same batch has the same identity and comes first.
-    DuplicateInBatch,
+/// A record that can decide its identity: the best ranked of the batch's records of it, not
+/// refused, with its judgment at its append time.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub record: &'a Record,
+    pub billable: bool,
 }
 
-impl Skip {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotBillable => "not_billable",
-            Self::TooOld => "too_old",
-            Self::TooFarInFuture => "too_far_in_future",
-            Self::DuplicateInBatch => "duplicate_in_batch",
-        }
+impl Candidate<'_> {
+    pub fn rank(&self) -> Rank {
+        self.record.rank()
     }
 }
 
-/// The records to write, in batch order, and how many were skipped for each reason.
+/// The candidates of a batch (one per identity, in batch order), the refusals, and how many
+/// records were set aside as worse-ranked records of an identity of the same batch.
 #[derive(Debug, Default)]
 pub struct Selection<'a> {
-    pub records: Vec<&'a Record>,
-    pub skipped: HashMap<Skip, u64>,
+    pub candidates: Vec<Candidate<'a>>,
+    pub refused: Vec<Refusal>,
+    pub duplicates_in_batch: u64,
 }
 
-/// Picks the records of `batch` to write.
-///
-/// Within a batch, of several records with one (organization_id, transaction_id) the FIRST — the
-/// lowest (partition, offset) — is kept. Across batches the key table does the same: the batch
-/// written earlier wins and later ones find the key taken. The ClickHouse billing queries resolve
-/// duplicates by the same earliest-offset rule, so both stores agree on which version of a
-/// retried event counts.
+/// Picks each identity's candidate. A record screened at intake (near or outside the time range
+/// the partitions keep) that is outside `window` now is refused when billable: it goes to the
+/// dead-letter topic, and, dead-lettered, does not rank. When not billable it still decides its
+/// identity (its key is kept, no row): a billable retry of worse rank must not be billed.
 pub fn select<'a>(batch: &'a [Record], billable: &BillableView<'_>, window: Window) -> Selection<'a> {
     let mut selection = Selection::default();
-    let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::new();
-    let mut keep: Vec<Option<&Record>> = Vec::with_capacity(batch.len());
-    for record in batch {
+    let mut candidate_of: HashMap<(Uuid, &str), usize> = HashMap::new();
+    for (index, record) in batch.iter().enumerate() {
         let event = &record.event;
-        let skip = if !billable.is_billable(&event.organization_id, &event.code) {
-            Some(Skip::NotBillable)
-        } else if event.timestamp_ms < window.from_ms {
-            Some(Skip::TooOld)
-        } else if event.timestamp_ms > window.until_ms {
-            Some(Skip::TooFarInFuture)
-        } else {
-            None
-        };
-        if let Some(skip) = skip {
-            *selection.skipped.entry(skip).or_default() += 1;
+        let is_billable = billable.is_billable_at(&event.organization_id, &event.code, record.appended_at_ms);
+        if record.screened.is_some() && is_billable && !window.contains(event.timestamp_ms) {
+            let reason = if event.timestamp_ms < window.from_ms { PoisonReason::TooOld } else { PoisonReason::TooFarInFuture };
+            selection.refused.push(Refusal {
+                index,
+                reason,
+                error: format!(
+                    "billable event with timestamp {} ms, outside the time range consumer-postgres stores (its retention and BXB_POSTGRES_MAX_FUTURE_DAYS)",
+                    event.timestamp_ms
+                ),
+            });
             continue;
         }
-        match first_of.entry((event.organization_id, event.transaction_id.as_str())) {
+        let candidate = Candidate { record, billable: is_billable };
+        match candidate_of.entry((event.organization_id, event.transaction_id.as_str())) {
             Entry::Vacant(slot) => {
-                slot.insert(keep.len());
-                keep.push(Some(record));
+                slot.insert(selection.candidates.len());
+                selection.candidates.push(candidate);
             }
             Entry::Occupied(slot) => {
-                *selection.skipped.entry(Skip::DuplicateInBatch).or_default() += 1;
-                let kept = keep[*slot.get()].expect("kept records stay");
-                // The runtime hands records over in offset order, but do not rely on it.
-                if (record.partition, record.offset) < (kept.partition, kept.offset) {
-                    keep[*slot.get()] = Some(record);
+                selection.duplicates_in_batch += 1;
+                let kept = &mut selection.candidates[*slot.get()];
+                if candidate.rank() < kept.rank() {
+                    *kept = candidate;
                 }
             }
         }
     }
-    selection.records = keep.into_iter().flatten().collect();
     selection
+}
+
+/// What `event_keys` holds for an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKey {
+    pub rank: Rank,
+    /// The timestamp of the stored record (and of its row in `events`, when billable).
+    pub timestamp_ms: i64,
+    pub billable: bool,
+}
+
+/// What a candidate does to its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A new identity: its key, and its row when billable.
+    Insert,
+    /// A better-ranked record than the stored one: it takes the key; the old row (if any)
+    /// goes, the new one (if billable) comes.
+    Replace { old: StoredKey },
+    /// The stored record itself, judged otherwise now (a metric made billable, or no longer,
+    /// for its append time): the row comes or goes.
+    Rejudge { old: StoredKey },
+    /// The stored record stays as it is.
+    Keep,
+}
+
+pub fn resolve(stored: Option<&StoredKey>, candidate: &Candidate<'_>) -> Action {
+    let Some(old) = stored else { return Action::Insert };
+    let rank = candidate.rank();
+    if rank < old.rank {
+        Action::Replace { old: *old }
+    } else if rank == old.rank && candidate.billable != old.billable {
+        Action::Rejudge { old: *old }
+    } else {
+        Action::Keep
+    }
 }
 
 #[cfg(test)]
@@ -94,12 +118,17 @@ pub(crate) mod tests {
     use crate::billable::BillableMetrics;
     use bxb_event::{test_support, Event};
 
-    /// A record of the crate's unit tests: the identity, code, time and offset that matter here.
+    const EVERYTHING: Window = Window { from_ms: i64::MIN, until_ms: i64::MAX };
+
+    /// A record of the crate's unit tests: the identity, code, time and place that matter here;
+    /// appended at 1 000 000 + offset.
     pub(crate) fn record(org: u128, tx: &str, code: &str, ts: i64, offset: i64) -> Record {
         Record {
             event: Event { code: code.into(), timestamp_ms: ts, ..test_support::event_of(Uuid::from_u128(org), tx) },
             partition: 0,
             offset,
+            appended_at_ms: 1_000_000 + offset,
+            screened: None,
             ingested_at_ms: None,
         }
     }
@@ -111,37 +140,66 @@ pub(crate) mod tests {
         f(&view)
     }
 
-    #[test]
-    fn skips_what_is_not_billable_or_outside_the_window() {
-        let window = Window { from_ms: 100, until_ms: 200 };
-        let batch = [
-            record(1, "a", "calls", 150, 0),
-            record(1, "b", "other", 150, 1),
-            record(1, "c", "calls", 99, 2),
-            record(1, "d", "calls", 201, 3),
-            record(1, "e", "calls", 100, 4),
-            record(1, "f", "calls", 200, 5),
-        ];
-        let selection = with_view(|view| select(&batch, view, window));
-        let kept: Vec<_> = selection.records.iter().map(|r| r.event.transaction_id.as_str()).collect();
-        assert_eq!(kept, ["a", "e", "f"]);
-        assert_eq!(selection.skipped[&Skip::NotBillable], 1);
-        assert_eq!(selection.skipped[&Skip::TooOld], 1);
-        assert_eq!(selection.skipped[&Skip::TooFarInFuture], 1);
+    fn ids<'a>(candidates: &[Candidate<'a>]) -> Vec<(&'a str, i64, bool)> {
+        candidates.iter().map(|c| (c.record.event.transaction_id.as_str(), c.record.offset, c.billable)).collect()
     }
 
     #[test]
-    fn the_first_record_of_an_identity_wins() {
-        let window = Window { from_ms: 0, until_ms: i64::MAX };
+    fn non_billable_records_decide_their_identity_and_screened_billable_ones_are_refused() {
+        let screened = |tx, code, ts, offset| Record { screened: Some(PoisonReason::TooOld), ..record(1, tx, code, ts, offset) };
         let batch = [
-            record(1, "a", "calls", 10, 5),
-            record(2, "a", "calls", 11, 6),
-            record(1, "a", "calls", 12, 7),
-            record(1, "a", "calls", 13, 4), // out of order: the lowest offset still wins
+            record(1, "a", "calls", 150, 0),
+            record(1, "b", "other", 150, 1),
+            screened("c", "calls", 99, 2),
+            screened("d", "other", 99, 3),
+            screened("e", "calls", 201, 4),
+            // Screened near the edge, inside the window now: stored.
+            screened("f", "calls", 100, 5),
         ];
+        let window = Window { from_ms: 100, until_ms: 200 };
         let selection = with_view(|view| select(&batch, view, window));
-        let kept: Vec<_> = selection.records.iter().map(|r| (r.event.timestamp_ms, r.offset)).collect();
-        assert_eq!(kept, [(13, 4), (11, 6)]);
-        assert_eq!(selection.skipped[&Skip::DuplicateInBatch], 2);
+        assert_eq!(ids(&selection.candidates), [("a", 0, true), ("b", 1, false), ("d", 3, false), ("f", 5, true)]);
+        let refused: Vec<_> = selection.refused.iter().map(|r| (r.index, r.reason)).collect();
+        assert_eq!(refused, [(2, PoisonReason::TooOld), (4, PoisonReason::TooFarInFuture)]);
+    }
+
+    #[test]
+    fn the_best_ranked_record_of_an_identity_is_its_candidate_whatever_the_order() {
+        let mut other_partition_earlier = record(1, "a", "other", 13, 90);
+        other_partition_earlier.partition = 3;
+        other_partition_earlier.appended_at_ms = 1_000_004; // before offsets 5 and 7 of partition 0
+        let batch =
+            [record(1, "a", "calls", 10, 5), record(2, "a", "calls", 11, 6), record(1, "a", "calls", 12, 7), other_partition_earlier];
+        let selection = with_view(|view| select(&batch, view, EVERYTHING));
+        // The first record of (1, "a") is not billable: it decides, and the billable ones lose.
+        assert_eq!(ids(&selection.candidates), [("a", 90, false), ("a", 6, true)]);
+        assert_eq!(selection.duplicates_in_batch, 2);
+    }
+
+    #[test]
+    fn a_refused_record_does_not_rank() {
+        let refused = Record { screened: Some(PoisonReason::TooOld), ..record(1, "a", "calls", 10, 1) };
+        let batch = [refused, record(1, "a", "calls", 20, 2)];
+        let selection = with_view(|view| select(&batch, view, Window { from_ms: 15, until_ms: 100 }));
+        assert_eq!(ids(&selection.candidates), [("a", 2, true)]);
+        assert_eq!(selection.duplicates_in_batch, 0);
+    }
+
+    #[test]
+    fn what_a_candidate_does_given_the_stored_key() {
+        let batch = [record(1, "a", "calls", 10, 5)];
+        let candidate = Candidate { record: &batch[0], billable: true };
+        let stored = |rank: Rank, billable| StoredKey { rank, timestamp_ms: 7, billable };
+        assert_eq!(resolve(None, &candidate), Action::Insert);
+        let worse = stored(Rank::new(1_000_005, 0, 6), false);
+        assert_eq!(resolve(Some(&worse), &candidate), Action::Replace { old: worse });
+        let better = stored(Rank::new(1_000_004, 1, 0), false);
+        assert_eq!(resolve(Some(&better), &candidate), Action::Keep);
+        let same_not_billable = stored(candidate.rank(), false);
+        assert_eq!(resolve(Some(&same_not_billable), &candidate), Action::Rejudge { old: same_not_billable });
+        assert_eq!(resolve(Some(&stored(candidate.rank(), true)), &candidate), Action::Keep);
+        // A legacy row of the same record ranks first: kept, whatever the judgment now.
+        let legacy = stored(Rank::new(0, 0, 5), false);
+        assert_eq!(resolve(Some(&legacy), &candidate), Action::Keep);
     }
 }

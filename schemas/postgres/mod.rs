@@ -20,6 +20,7 @@ pub const OWNERS: &[&str] = &["consumer-postgres", "gateway"];
 /// `api_keys`), only the owner's migrations change it.
 pub const TABLE_OWNERS: &[(&str, &str)] = &[
     ("billable_metrics", "consumer-postgres"),
+    ("billable_metrics_changes", "consumer-postgres"),
     ("events", "consumer-postgres"),
     ("event_keys", "consumer-postgres"),
     ("api_keys", "gateway"),

@@ -46,6 +46,9 @@ pub fn batches() -> Vec<Vec<Record>> {
     let record = |i: usize, event: Event, offset: i64| Record {
         partition: partition_of(i % 3),
         offset,
+        // Some records of one millisecond, so that partition and offset break ties.
+        appended_at_ms: event.timestamp_ms / 3 * 3 + 100,
+        screened: None,
         ingested_at_ms: (!i.is_multiple_of(7)).then_some(event.timestamp_ms + 50),
         event,
     };

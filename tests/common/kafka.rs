@@ -39,6 +39,22 @@ impl EventPublisher {
         }
     }
 
+    /// Publishes to one partition, as a producer that places records itself does (a Java
+    /// client's partitioner, or placement after the topic grew). Returns the offsets.
+    pub async fn publish_to(&self, partition: i32, events: &[Event]) -> Vec<i64> {
+        let mut offsets = Vec::with_capacity(events.len());
+        for event in events {
+            let headers = bxb_kafka::headers::event_headers(&tracing::info_span!("test.publish"), now_ms());
+            let value = self.encoder.encode(event);
+            let key = event.kafka_key();
+            let record = FutureRecord::to(&self.topic).key(&key).payload(&value).headers(headers).partition(partition);
+            let delivery =
+                self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("the record is acknowledged");
+            offsets.push(delivery.offset);
+        }
+        offsets
+    }
+
     /// Publishes any bytes, acknowledged by all in-sync replicas.
     pub async fn publish_raw(&self, key: &str, value: &[u8], headers: OwnedHeaders) {
         self.producer

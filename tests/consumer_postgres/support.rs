@@ -69,11 +69,19 @@ pub fn event(organization_id: Uuid, transaction_id: &str, code: &str, timestamp_
 }
 
 pub fn record(event: Event, offset: i64) -> Record {
-    Record { event, partition: 0, offset, ingested_at_ms: Some(1_763_900_000_000 + offset) }
+    Record {
+        event,
+        partition: 0,
+        offset,
+        appended_at_ms: 1_763_900_000_000 + offset,
+        screened: None,
+        ingested_at_ms: Some(1_763_900_000_000 + offset),
+    }
 }
 
+/// Makes `code` billable for the organization for every record, past and future.
 pub async fn make_billable(pool: &PgPool, organization_id: Uuid, code: &str) {
-    sqlx::query("INSERT INTO billable_metrics (organization_id, code) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO billable_metrics (organization_id, code, effective_from) VALUES ($1, $2, '-infinity')")
         .bind(organization_id)
         .bind(code)
         .execute(pool)

@@ -3,8 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bxb_consumer::{ConsumerArgs, Record, Sink, SinkError};
-use bxb_consumer_postgres::select::Skip;
+use bxb_consumer::{ConsumerArgs, Record, Sink, SinkError, Written};
 use bxb_consumer_postgres::{Config, PostgresSink, WriteSummary};
 use bxb_tests::kafka::{committed_offsets, wait_until_committed, EventPublisher};
 use bxb_tests::{consumer_args, unique, EphemeralTopic};
@@ -125,7 +124,7 @@ impl Sink for CrashAfterFirstWrite {
         "postgres"
     }
 
-    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
+    async fn write(&self, batch: &[Record]) -> Result<Written, SinkError> {
         self.inner.write(batch).await?;
         self.crashed.notify_one();
         std::future::pending().await
@@ -207,10 +206,10 @@ impl Sink for SummarizedSink {
         "postgres"
     }
 
-    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
-        let summary = self.inner.write_batch(batch).await?;
+    async fn write(&self, batch: &[Record]) -> Result<Written, SinkError> {
+        let (summary, written) = self.inner.write_batch(batch).await?;
         self.summaries.lock().unwrap().push(summary);
-        Ok(())
+        Ok(written)
     }
 
     async fn is_ready(&self) -> bool {
@@ -275,10 +274,17 @@ async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each()
     // Written and already stored in one write: the keys' COPY failed and the fallback insert ran.
     assert_eq!(
         *summaries.lock().unwrap(),
-        vec![WriteSummary { written: 51, already_stored: 25, skipped: vec![(Skip::DuplicateInBatch, 1), (Skip::NotBillable, 10)] }]
+        vec![WriteSummary {
+            written: 51,
+            new_identities: 61,
+            already_stored: 25,
+            not_billable: 10,
+            duplicates_in_batch: 1,
+            ..WriteSummary::default()
+        }]
     );
 
-    // Each identity once, as its lowest offset had it.
+    // Each identity once, as its first record had it.
     let offset_in_burst = |e: &bxb_event::Event| 50 + burst.iter().position(|b| b == e).unwrap() as i64;
     let mut expected: Vec<(String, i64, i64)> =
         first.iter().zip(0..).map(|(e, offset)| (e.transaction_id.clone(), e.timestamp_ms, offset)).collect();
@@ -304,5 +310,7 @@ async fn one_batch_of_stored_and_new_identities_keeps_the_first_record_of_each()
         101,
         "every key names the partition of its stored event"
     );
-    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys").await, 101);
+    // And the ten identities that are not billable hold their keys, without rows.
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys").await, 111);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM event_keys WHERE NOT billable").await, 10);
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use rdkafka::message::OwnedMessage;
+
 use crate::dead_letter::DeadLetter;
 use crate::offsets::OffsetTracker;
 use crate::Record;
@@ -18,8 +20,17 @@ pub(crate) struct Batch {
     pub records: Vec<Record>,
     /// The trace span of each record (parallel to `records`), ended once it is written.
     pub spans: Vec<tracing::Span>,
+    /// The original message of each record the sink may refuse (parallel to `records`), so
+    /// that a refusal can be dead-lettered as it was received.
+    pub originals: Vec<Option<OwnedMessage>>,
     /// Poison records to produce to the dead-letter topic.
     pub dead_letters: Vec<DeadLetter>,
+    /// The records the sink refused (after its write), to produce to the dead-letter topic.
+    /// Their offsets are those of `records`.
+    pub refusals: Vec<DeadLetter>,
+    /// Whether the sink took `records` already: a retry for the dead-letter topic's sake does
+    /// not write them again (nor dead-letter their refusals twice).
+    pub sink_written: bool,
     opened_at: Option<Instant>,
     /// The tracker's revocation count when the batch was last checked against it.
     revocations_seen: u64,
@@ -47,10 +58,11 @@ impl Batch {
         self.opened_at.map(|opened| opened + max_wait)
     }
 
-    pub fn push(&mut self, record: Record, span: tracing::Span) {
+    pub fn push(&mut self, record: Record, span: tracing::Span, original: Option<OwnedMessage>) {
         self.opened_at.get_or_insert_with(Instant::now);
         self.records.push(record);
         self.spans.push(span);
+        self.originals.push(original);
     }
 
     pub fn push_dead_letter(&mut self, dead_letter: DeadLetter) {
@@ -71,7 +83,10 @@ impl Batch {
         self.records.retain(|_| *keep_iter.next().expect("one flag per record"));
         let mut keep_iter = keep.iter();
         self.spans.retain(|_| *keep_iter.next().expect("one flag per span"));
+        let mut keep_iter = keep.iter();
+        self.originals.retain(|_| *keep_iter.next().expect("one flag per original"));
         self.dead_letters.retain(|d| tracker.is_in_flight(d.partition(), d.offset()));
+        self.refusals.retain(|d| tracker.is_in_flight(d.partition(), d.offset()));
         before - self.len()
     }
 
@@ -93,6 +108,8 @@ mod tests {
             event: bxb_event::test_support::event_of(uuid::Uuid::nil(), format!("tx-{offset}")),
             partition,
             offset,
+            appended_at_ms: 1_000 + offset,
+            screened: None,
             ingested_at_ms: None,
         }
     }
@@ -110,14 +127,14 @@ mod tests {
         let start = Instant::now();
         batch.push_dead_letter(dead_letter(0, 1));
         tokio::time::advance(Duration::from_millis(400)).await;
-        batch.push(record(0, 2), tracing::Span::none());
+        batch.push(record(0, 2), tracing::Span::none(), None);
         assert_eq!(batch.deadline(wait), Some(start + wait));
     }
 
     #[test]
     fn dead_letters_count_towards_the_size() {
         let mut batch = Batch::new(0);
-        batch.push(record(0, 0), tracing::Span::none());
+        batch.push(record(0, 0), tracing::Span::none(), None);
         assert!(!batch.is_full(2));
         batch.push_dead_letter(dead_letter(0, 1));
         assert!(batch.is_full(2));
@@ -131,7 +148,7 @@ mod tests {
         let mut batch = Batch::new(tracker.revocations());
         for (p, o) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
             tracker.received(p, o);
-            batch.push(record(p, o), tracing::info_span!("record"));
+            batch.push(record(p, o), tracing::info_span!("record"), None);
         }
         tracker.received(1, 2);
         batch.push_dead_letter(dead_letter(1, 2));

@@ -15,6 +15,13 @@ pub enum RuntimeError {
     /// A topic the consumer needs does not exist (topics are created on purpose, never on use).
     #[error("topic {0:?} does not exist; create it first")]
     MissingTopic(String),
+    /// The topic's records are not stamped with the broker's append time, which the identity
+    /// rule ranks by (`message.timestamp.type` must be `LogAppendTime`).
+    #[error(
+        "topic {topic:?} has message.timestamp.type={found}; the identity rule needs LogAppendTime \
+         (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config message.timestamp.type=LogAppendTime)"
+    )]
+    NotAppendTime { topic: String, found: String },
     /// The schema registry client could not be built.
     #[error("schema registry: {0}")]
     Registry(#[from] RegistryError),

@@ -54,7 +54,7 @@ mod sink;
 pub use breaker::{DEFAULT_POISON_BREAKER_MAX, DEFAULT_POISON_BREAKER_WINDOW};
 pub use config::ConsumerArgs;
 pub use error::RuntimeError;
-pub use sink::{Record, Sink, SinkError};
+pub use sink::{Record, Refusal, Sink, SinkError, Written};
 
 use std::future::IntoFuture;
 use std::sync::atomic::Ordering;
@@ -143,8 +143,8 @@ mod tests {
         fn name(&self) -> &'static str {
             "none"
         }
-        async fn write(&self, _batch: &[Record]) -> Result<(), SinkError> {
-            Ok(())
+        async fn write(&self, _batch: &[Record]) -> Result<Written, SinkError> {
+            Ok(Written::default())
         }
         async fn is_ready(&self) -> bool {
             true

@@ -15,6 +15,9 @@ pub const LAG: &str = "bxb_consumer_lag_events";
 pub const END_TO_END_LATENCY: &str = "bxb_consumer_end_to_end_latency_seconds";
 pub const SCHEMA_LOOKUP_FAILURES: &str = "bxb_consumer_schema_lookup_failures_total";
 pub const RECORDS_WAITING: &str = "bxb_consumer_records_waiting_for_schema";
+/// Records whose Kafka timestamp is not the broker's append time (`type`: `create_time`, `none`):
+/// the topic is not `LogAppendTime`, so the producer chose the time they rank by.
+pub const NOT_APPEND_TIME: &str = "bxb_consumer_records_not_append_time_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

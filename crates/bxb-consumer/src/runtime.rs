@@ -49,7 +49,7 @@ mod intake;
 mod start;
 mod write_batch;
 
-use intake::SchemaWait;
+use intake::{Origin, SchemaWait};
 use write_batch::InFlightWrite;
 
 /// How often commits the broker refused (typically during a rebalance) are repeated when no
@@ -191,10 +191,7 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         match self.judge(&message) {
-            Ok(verdict) => {
-                let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
-                self.place(verdict, (partition, offset), ingested_at_ms, span, || message.detach(), batch, breaker)
-            }
+            Ok(verdict) => self.place(verdict, Origin::of(&message), span, || message.detach(), batch, breaker),
             Err(schema_id) => {
                 self.wait_for_schema(wait, Some(schema_id), message.detach(), span);
                 Ok(())

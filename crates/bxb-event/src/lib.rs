@@ -16,6 +16,8 @@
 //! - [`registry`] registers that schema under subject `events-value` and encodes and decodes the
 //!   Confluent wire format (magic byte, schema id, Avro datum) through a Confluent-compatible
 //!   schema registry.
+//! - [`identity`] is the rule that picks the record of an identity that counts, by its rank in
+//!   Kafka.
 //! - [`writer_schema`] decides which writer schemas a consumer reads (those that resolve to the
 //!   event record) and reads their datums under a budget, so no record can exhaust a consumer.
 
@@ -25,6 +27,7 @@ mod decimal;
 mod event;
 #[cfg(test)]
 mod hostile_tests;
+pub mod identity;
 pub mod ingest;
 #[cfg(any(test, feature = "invariants"))]
 pub mod invariants;

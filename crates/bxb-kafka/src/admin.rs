@@ -3,12 +3,17 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The setting the identity rule needs on the events topic: the broker stamps each record with
+/// the time it appended it, and consumers rank the records of an identity by it
+/// (`bxb_event::identity`). Every topic [`ensure_topic`] creates gets it.
+pub const APPEND_TIME: (&str, &str) = ("message.timestamp.type", "LogAppendTime");
 
 /// Creates `topic` with `partitions` and `replication`, or does nothing if it exists.
 pub async fn ensure_topic(
@@ -20,6 +25,9 @@ pub async fn ensure_topic(
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.create()?;
     let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if !topic_config.iter().any(|(key, _)| *key == APPEND_TIME.0) {
+        new_topic = new_topic.set(APPEND_TIME.0, APPEND_TIME.1);
+    }
     for (key, value) in topic_config {
         new_topic = new_topic.set(key, value);
     }
@@ -34,6 +42,20 @@ pub async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// The topic's `message.timestamp.type` (`LogAppendTime` or `CreateTime`), as the brokers
+/// report it.
+pub async fn timestamp_type(config: &ClientConfig, topic: &str) -> Result<Option<String>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    for resource in admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await? {
+        let resource = resource.map_err(KafkaError::AdminOp)?;
+        if let Some(entry) = resource.get(APPEND_TIME.0) {
+            return Ok(entry.value.clone());
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes `topic` (tests clean up after themselves).

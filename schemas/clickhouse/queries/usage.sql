@@ -9,17 +9,16 @@
 --   organization_id    the organization when all_organizations = 0 (any UUID otherwise)
 --
 -- Exact before merges: every (organization_id, transaction_id) counts once, with the fields of
--- its first record (lowest kafka_offset), wherever its duplicates are stored, even in another
+-- its first record (the lowest (appended_at_ms, kafka_partition, kafka_offset), see
+-- docs/identity.md), wherever its other records are stored, even in another
 -- month partition when a client retried with another timestamp. The inner query finds the
 -- identities with any record in the range (partition pruning on timestamp), the middle one
 -- picks the first record of each among all their records, the outer one keeps those whose
 -- first record is in the range. Background merges keep that same record (see events_raw.sql),
 -- so the result does not change when they run.
 --
--- GROUP BY with argMin rather than FINAL: both are exact, and on ClickHouse 18.16 with
--- 1 000 000 rows this form was about 1.5 times faster for a 10-day range (372 ms against
--- 553 ms); FINAL won only for the whole table (5.0 s against 6.2 s). Details in
--- consumer-clickhouse/README.md.
+-- GROUP BY with argMin, not FINAL: FINAL collapses only the rows of one Kafka record (the
+-- sorting key), so it would still count every record of an identity once each.
 SELECT
     organization_id,
     code,
@@ -31,11 +30,11 @@ FROM
 (
     SELECT
         organization_id,
-        argMin(code, kafka_offset) AS code,
-        argMin(timestamp_ms, kafka_offset) AS timestamp_ms,
+        argMin(code, (appended_at_ms, kafka_partition, kafka_offset)) AS code,
+        argMin(timestamp_ms, (appended_at_ms, kafka_partition, kafka_offset)) AS timestamp_ms,
         -- argMin ignores rows whose argument is NULL, so NULL becomes 0 first: sums are unchanged.
-        argMin(ifNull(value, 0), kafka_offset) AS value,
-        argMin(ifNull(decimal_value, toDecimal128(0, 12)), kafka_offset) AS decimal_value
+        argMin(ifNull(value, 0), (appended_at_ms, kafka_partition, kafka_offset)) AS value,
+        argMin(ifNull(decimal_value, toDecimal128(0, 12)), (appended_at_ms, kafka_partition, kafka_offset)) AS decimal_value
     FROM events_raw
     WHERE (organization_id, transaction_id) IN
     (

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use bxb_event::registry::{DecodeError, LookupError, PoisonReason};
 use bxb_event::Event;
 use bxb_kafka::headers;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage, Timestamp};
 
 use super::Pipeline;
 use crate::batch::Batch;
@@ -79,6 +79,42 @@ impl<'a> SchemaWait<'a> {
     }
 }
 
+/// Where a record came from: its place in Kafka, the time it ranks by, and the publisher's
+/// ingestion-time header.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin {
+    partition: i32,
+    offset: i64,
+    appended_at_ms: i64,
+    ingested_at_ms: Option<i64>,
+}
+
+impl Origin {
+    pub(super) fn of<M: Message>(message: &M) -> Self {
+        let appended_at_ms = match message.timestamp() {
+            Timestamp::LogAppendTime(ms) => ms,
+            // The topic is not `LogAppendTime` (the consumer checks it at start; it may have
+            // been altered since): the producer's time is all there is. Counted, so it shows.
+            Timestamp::CreateTime(ms) => {
+                ::metrics::counter!(metrics::NOT_APPEND_TIME, "type" => "create_time").increment(1);
+                ms
+            }
+            // Only the message formats before Kafka 0.10 lack a timestamp; Kafka 4 no longer
+            // writes them. Such a record ranks like a legacy row.
+            Timestamp::NotAvailable => {
+                ::metrics::counter!(metrics::NOT_APPEND_TIME, "type" => "none").increment(1);
+                bxb_event::identity::LEGACY_APPENDED_AT_MS
+            }
+        };
+        Self {
+            partition: message.partition(),
+            offset: message.offset(),
+            appended_at_ms,
+            ingested_at_ms: message.headers().and_then(headers::ingested_at_ms),
+        }
+    }
+}
+
 impl<S: Sink> Pipeline<S> {
     /// The verdict on a record, or the schema id it waits for.
     pub(super) fn judge<M: Message>(&self, message: &M) -> Result<Verdict, u32> {
@@ -100,17 +136,20 @@ impl<S: Sink> Pipeline<S> {
     pub(super) fn place(
         &self,
         verdict: Verdict,
-        (partition, offset): (i32, i64),
-        ingested_at_ms: Option<i64>,
+        origin: Origin,
         span: tracing::Span,
         into_owned: impl FnOnce() -> OwnedMessage,
         batch: &mut Batch,
         breaker: &mut PoisonBreaker,
     ) -> Result<(), RuntimeError> {
+        let Origin { partition, offset, .. } = origin;
         match verdict {
             Verdict::Event(event) => {
                 let _ = breaker.record(partition, offset, None);
-                batch.push(Record { event, partition, offset, ingested_at_ms }, span);
+                let screened = self.sink.screen(&event);
+                let original = screened.is_some().then(into_owned);
+                let Origin { appended_at_ms, ingested_at_ms, .. } = origin;
+                batch.push(Record { event, partition, offset, appended_at_ms, screened, ingested_at_ms }, span, original);
             }
             Verdict::Poison(reason, error) => {
                 if let Err(tripped) = breaker.record(partition, offset, Some(reason)) {
@@ -233,8 +272,7 @@ impl<S: Sink> Pipeline<S> {
             }
             match self.judge(&message) {
                 Ok(verdict) => {
-                    let ingested_at_ms = message.headers().and_then(headers::ingested_at_ms);
-                    self.place(verdict, at, ingested_at_ms, span, || message, batch, breaker)?;
+                    self.place(verdict, Origin::of(&message), span, || message, batch, breaker)?;
                 }
                 Err(schema_id) => {
                     wait.waiting.push_front(Waiting { message, span });

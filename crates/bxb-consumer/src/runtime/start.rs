@@ -35,6 +35,12 @@ impl<S: Sink> Pipeline<S> {
         if !wait_for_topics(&settings, &topics, shutdown).await? {
             return Ok(None);
         }
+        match bxb_kafka::admin::timestamp_type(&settings.kafka, &settings.topic).await? {
+            Some(found) if found != bxb_kafka::admin::APPEND_TIME.1 => {
+                return Err(RuntimeError::NotAppendTime { topic: settings.topic.clone(), found });
+            }
+            _ => {}
+        }
         let shared = Arc::new(Shared::new(settings.topic.clone(), sink.name()));
         let consumer: StreamConsumer<RuntimeContext> =
             consumer_config(&settings).create_with_context(RuntimeContext { shared: shared.clone() })?;

@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Pipeline;
+use rdkafka::message::Message;
+
 use crate::batch::Batch;
-use crate::{metrics, RuntimeError, Sink, SinkError};
+use crate::dead_letter::DeadLetter;
+use crate::{metrics, Refusal, RuntimeError, Sink, SinkError, Written};
 
 /// The write of one batch, polled by the loop next to Kafka. It owns its batch and gives it back
 /// with the outcome: written (`true`), left unwritten at shutdown (`false`), or fatal.
@@ -78,8 +81,9 @@ impl<S: Sink> Pipeline<S> {
         (batch, outcome)
     }
 
-    /// One attempt at the whole batch: dead letters and the sink write run concurrently, and
-    /// the batch is done only if both are.
+    /// One attempt at the whole batch: dead letters and the sink write run concurrently, then
+    /// the records the sink refused are dead-lettered; the batch is done only once all are. A
+    /// batch the sink took already is not written to it again.
     async fn write_once(&self, batch: &mut Batch, attempt: u32) -> Result<(), WriteFailure> {
         let span = tracing::info_span!(
             "bxb_consumer.write_batch",
@@ -91,20 +95,29 @@ impl<S: Sink> Pipeline<S> {
         let started = Instant::now();
         let records = &batch.records;
         let write = async {
-            if records.is_empty() {
-                Ok(())
+            if records.is_empty() || batch.sink_written {
+                Ok(None)
             } else {
-                self.sink.write(records).await
+                self.sink.write(records).await.map(Some)
             }
         };
         let (dead_lettered, written) = tokio::join!(self.dead_letters.deliver(&mut batch.dead_letters), write.instrument(span));
         let sink = self.shared.sink;
-        let outcome = match (dead_lettered, written) {
+        let mut outcome = match (dead_lettered, written) {
             (Err(SinkError::Fatal(message)), _) => Err(WriteFailure::Fatal(RuntimeError::DeadLetter(message))),
             (_, Err(SinkError::Fatal(message))) => Err(WriteFailure::Fatal(RuntimeError::Sink { sink, message })),
             (Err(SinkError::Retry(message)), _) | (_, Err(SinkError::Retry(message))) => Err(WriteFailure::Retry(message)),
-            (Ok(()), Ok(())) => Ok(()),
+            (Ok(()), Ok(written)) => match written {
+                Some(written) => refusals(batch, written).map_err(|message| WriteFailure::Fatal(RuntimeError::Sink { sink, message })),
+                None => Ok(()),
+            },
         };
+        if outcome.is_ok() && !batch.refusals.is_empty() {
+            outcome = self.dead_letters.deliver(&mut batch.refusals).await.map_err(|error| match error {
+                SinkError::Fatal(message) => WriteFailure::Fatal(RuntimeError::DeadLetter(message)),
+                SinkError::Retry(message) => WriteFailure::Retry(message),
+            });
+        }
         let label = match &outcome {
             Ok(()) => "ok",
             Err(WriteFailure::Retry(_)) => "retry",
@@ -137,8 +150,8 @@ impl<S: Sink> Pipeline<S> {
 
         let sink = self.shared.sink;
         ::metrics::histogram!(metrics::BATCH_SIZE, "sink" => sink).record(batch.len() as f64);
-        ::metrics::counter!(metrics::WRITTEN, "sink" => sink).increment(batch.records.len() as u64);
-        for letter in &batch.dead_letters {
+        ::metrics::counter!(metrics::WRITTEN, "sink" => sink).increment((batch.records.len() - batch.refusals.len()) as u64);
+        for letter in batch.dead_letters.iter().chain(&batch.refusals) {
             ::metrics::counter!(metrics::DEAD_LETTERED, "sink" => sink, "reason" => letter.reason().as_str()).increment(1);
         }
         let now = now_ms();
@@ -146,6 +159,29 @@ impl<S: Sink> Pipeline<S> {
         for ingested in batch.records.iter().filter_map(|r| r.ingested_at_ms) {
             latency.record((now - ingested).max(0) as f64 / 1000.0);
         }
-        tracing::debug!(written = batch.records.len(), dead_lettered = batch.dead_letters.len(), "batch complete");
+        tracing::debug!(
+            written = batch.records.len() - batch.refusals.len(),
+            dead_lettered = batch.dead_letters.len() + batch.refusals.len(),
+            "batch complete"
+        );
     }
+}
+
+/// Records the sink's write as done and turns its refusals into dead letters of the original
+/// messages. A refusal of a record that was not screened (no original kept), or of one outside
+/// the batch, is a defect of the sink: fatal, rather than a record lost.
+fn refusals(batch: &mut Batch, written: Written) -> Result<(), String> {
+    let mut letters = Vec::with_capacity(written.refused.len());
+    for Refusal { index, reason, error } in written.refused {
+        let original = batch
+            .originals
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("the sink refused record {index} of the batch ({reason}: {error}), one it had not screened"))?;
+        tracing::warn!(partition = original.partition(), offset = original.offset(), %reason, %error, "refused by the sink: dead-lettering");
+        letters.push(DeadLetter::new(original.clone(), reason, error));
+    }
+    batch.sink_written = true;
+    batch.refusals = letters;
+    Ok(())
 }

@@ -19,6 +19,11 @@ pub enum PoisonReason {
     InvalidFields,
     /// The record's key is not the event's `organization_id` in canonical form (or it has none).
     KeyMismatch,
+    /// A valid event a sink cannot store for good: older than the oldest time it keeps (its
+    /// identity may already be forgotten there, so storing it could count it twice).
+    TooOld,
+    /// A valid event a sink cannot store for good: further in the future than it accepts.
+    TooFarInFuture,
 }
 
 /// What kind of problem a poison reason is, for what counts towards a consumer's poison breaker.
@@ -29,8 +34,7 @@ pub enum PoisonClass {
     /// An event that breaks the producer contract.
     Invalid,
     /// A valid event the pipeline declines by policy (e.g. too old or too far ahead). A replay
-    /// can legitimately produce these in bulk, so they never trip the breaker. No reason has
-    /// this class yet.
+    /// can legitimately produce these in bulk, so they never trip the breaker.
     Refused,
 }
 
@@ -50,6 +54,8 @@ impl PoisonReason {
             Self::BudgetExceeded => "budget_exceeded",
             Self::InvalidFields => "invalid_fields",
             Self::KeyMismatch => "key_mismatch",
+            Self::TooOld => "too_old",
+            Self::TooFarInFuture => "too_far_in_future",
         }
     }
 
@@ -57,6 +63,7 @@ impl PoisonReason {
         match self {
             Self::InvalidWireFormat | Self::InvalidAvro | Self::IncompatibleSchema | Self::BudgetExceeded => PoisonClass::Undecodable,
             Self::InvalidFields | Self::KeyMismatch => PoisonClass::Invalid,
+            Self::TooOld | Self::TooFarInFuture => PoisonClass::Refused,
         }
     }
 }
