@@ -16,6 +16,8 @@ pub struct Report {
     pub planned_distinct_events: usize,
     pub planned_retries: usize,
     pub planned_retries_with_other_timestamp: usize,
+    pub planned_retries_with_other_values: usize,
+    pub planned_retries_with_other_billability: usize,
     /// Distinct identities accepted (a `202`), the probe of the outage included.
     pub accepted_distinct_events: usize,
     pub accepted_billable_events: usize,

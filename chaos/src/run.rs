@@ -158,13 +158,15 @@ impl Chaos {
         self.report.planned_distinct_events = plan.distinct_events;
         self.report.planned_retries = plan.retries;
         self.report.planned_retries_with_other_timestamp = plan.retries_with_other_timestamp;
+        self.report.planned_retries_with_other_values = plan.retries_with_other_values;
+        self.report.planned_retries_with_other_billability = plan.retries_with_other_billability;
         let probe = PlannedEvent {
             organization: 0,
             transaction_id: format!("chaos-{seed:x}-outage-probe"),
             code: BILLABLE_CODES[0],
             timestamp_ms: start_ms - 1_000,
             customer: 0,
-            value: 1.0,
+            value: Some(1.0),
             decimal_value: None,
             retry: Retry::No,
         };
