@@ -25,6 +25,8 @@ pub mod run;
 pub mod settings;
 pub mod stores;
 pub mod tally;
+pub mod topic;
+pub mod truth;
 
 pub use report::Report;
 pub use settings::ChaosArgs;
