@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::truth::Version;
+
 /// Billable for every organization (consumer-postgres' `BXB_BILLABLE_CODES` in the run).
 pub const BILLABLE_CODES: [&str; 2] = ["api_calls", "storage_gb_hours"];
 /// Analytics only: ClickHouse stores them, PostgreSQL must not.
@@ -53,11 +55,26 @@ impl PlannedEvent {
         BILLABLE_CODES.contains(&self.code)
     }
 
+    /// What the event says, as the truth compares it with a record of the topic.
+    pub fn version(&self) -> Version {
+        Version {
+            external_customer_id: self.external_customer(),
+            code: self.code.to_owned(),
+            timestamp_ms: self.timestamp_ms,
+            value: self.value,
+            decimal_value: self.decimal_value.as_deref().map(|d| d.parse().expect("the plan writes valid decimals")),
+        }
+    }
+
+    fn external_customer(&self) -> String {
+        format!("customer-{}", self.customer)
+    }
+
     /// The JSON object of `POST /v1/events/batch` (the organization comes from the API key).
     pub fn json(&self) -> serde_json::Value {
         let mut event = serde_json::json!({
             "transaction_id": self.transaction_id,
-            "external_customer_id": format!("customer-{}", self.customer),
+            "external_customer_id": self.external_customer(),
             "code": self.code,
             "timestamp": self.timestamp_ms,
             "properties": { "region": REGIONS[self.customer as usize % REGIONS.len()], "customer_tier": self.customer % 4 },
