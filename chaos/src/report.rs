@@ -1,9 +1,11 @@
 //! What a chaos run found: written to `.dev/chaos.json`, summarised on stdout. The last line is
-//! `chaos: events=N lost=L double_counted=D`, summed over both stores and both checks.
+//! `chaos: events=N lost=L double_counted=D value_mismatch=V`, summed over both stores and both
+//! checks.
 
 use crate::faults::{Fault, Outage};
 use crate::load::LoadStats;
 use crate::tally::StoreTally;
+use crate::truth::TopicTruth;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {
@@ -16,14 +18,17 @@ pub struct Report {
     pub planned_distinct_events: usize,
     pub planned_retries: usize,
     pub planned_retries_with_other_timestamp: usize,
+    pub planned_retries_with_other_values: usize,
+    pub planned_retries_with_other_billability: usize,
     /// Distinct identities accepted (a `202`), the probe of the outage included.
     pub accepted_distinct_events: usize,
-    pub accepted_billable_events: usize,
     pub load: LoadStats,
     pub faults: Vec<FaultRecord>,
     pub outage: Option<Outage>,
     pub kills: Vec<(String, usize)>,
     pub peak_rss_bytes: Vec<(String, u64)>,
+    /// The run's topic read back once the consumers drained it: the truth of both checks.
+    pub topic: Option<TopicTruth>,
     /// Once both groups caught up after the faults.
     pub after_faults: Vec<StoreTally>,
     /// Once both groups caught up again after a replay from the earliest offset.
@@ -52,7 +57,7 @@ impl Report {
         self.after_faults.iter().chain(&self.after_replay)
     }
 
-    pub fn lost(&self) -> usize {
+    pub fn lost(&self) -> u64 {
         self.tallies().map(|t| t.lost).sum()
     }
 
@@ -60,10 +65,16 @@ impl Report {
         self.tallies().map(|t| t.double_counted).sum()
     }
 
-    /// Both stores exact after the faults and after the replay, the outage handled, the stores
-    /// agreeing with each other, nothing dead-lettered, every request accepted.
+    pub fn value_mismatch(&self) -> u64 {
+        self.tallies().map(|t| t.value_mismatch).sum()
+    }
+
+    /// The topic as the plan and the `202`s say it must be, both stores exact against it after
+    /// the faults and after the replay, the outage handled, the stores agreeing with each other,
+    /// nothing dead-lettered, every request accepted.
     pub fn passed(&self) -> bool {
         self.errors.is_empty()
+            && self.topic.as_ref().is_some_and(TopicTruth::passed)
             && self.after_faults.len() == 2
             && self.after_replay.len() == 2
             && self.tallies().all(StoreTally::exact)
@@ -98,12 +109,52 @@ impl Report {
                 o.answer_status, o.answer_ms, o.answer_limit_ms, o.not_ready_after_ms, o.recovered_after_ms, o.probe_accepted_after
             ));
         }
+        if let Some(t) = &self.topic {
+            lines.push(format!(
+                "chaos topic: records={} identities={} billable={} first_is_another_version={} first_not_planned={} not_accepted={} missing_from_topic={} undecodable={} not_log_append_time={}",
+                t.records,
+                t.identities,
+                t.billable_identities,
+                t.first_is_another_version,
+                t.first_not_planned,
+                t.not_accepted,
+                t.missing_from_topic,
+                t.undecodable,
+                t.not_log_append_time
+            ));
+            lines.extend(t.examples.iter().map(|e| format!("chaos topic: {e}")));
+        }
         for (phase, tallies) in [("after faults", &self.after_faults), ("after replay", &self.after_replay)] {
             for t in tallies {
                 lines.push(format!(
-                    "chaos {} {phase}: expected={} found={} lost={} counted={} double_counted={} unexpected={}",
-                    t.store, t.expected, t.found, t.lost, t.counted, t.double_counted, t.unexpected
+                    "chaos {} {phase}: identities expected={} found={} lost={} unexpected={}; buckets={} truth_events={} counted={} lost={} double_counted={} value_mismatch={}",
+                    t.store,
+                    t.expected,
+                    t.found,
+                    t.identities_lost,
+                    t.unexpected,
+                    t.buckets,
+                    t.truth_events,
+                    t.counted,
+                    t.lost,
+                    t.double_counted,
+                    t.value_mismatch
                 ));
+                for m in t.mismatching_buckets.iter().take(3) {
+                    lines.push(format!(
+                        "chaos {} {phase}: {} {} {}: expected {} events, value {}, decimal {}; found {}, {}, {}",
+                        t.store,
+                        m.organization_id,
+                        m.code,
+                        m.hour,
+                        m.expected.events,
+                        m.expected.value_sum,
+                        m.expected.decimal_value_sum,
+                        m.found.events,
+                        m.found.value_sum,
+                        m.found.decimal_value_sum
+                    ));
+                }
             }
         }
         lines.push(format!("chaos dead-lettered: {}", self.dead_lettered));
@@ -114,10 +165,11 @@ impl Report {
             lines.push(format!("chaos error: {e}"));
         }
         lines.push(format!(
-            "chaos: events={} lost={} double_counted={}",
+            "chaos: events={} lost={} double_counted={} value_mismatch={}",
             self.accepted_distinct_events,
             self.lost(),
-            self.double_counted()
+            self.double_counted(),
+            self.value_mismatch()
         ));
         lines
     }
@@ -128,12 +180,26 @@ mod tests {
     use super::*;
 
     fn exact(store: &str) -> StoreTally {
-        StoreTally { store: store.into(), expected: 5, found: 5, lost: 0, counted: 5, double_counted: 0, unexpected: 0 }
+        StoreTally {
+            store: store.into(),
+            expected: 5,
+            found: 5,
+            identities_lost: 0,
+            unexpected: 0,
+            buckets: 2,
+            truth_events: 5,
+            counted: 5,
+            lost: 0,
+            double_counted: 0,
+            value_mismatch: 0,
+            mismatching_buckets: Vec::new(),
+        }
     }
 
     fn passing() -> Report {
         Report {
             accepted_distinct_events: 5,
+            topic: Some(TopicTruth { records: 6, identities: 5, billable_identities: 5, ..Default::default() }),
             after_faults: vec![exact("clickhouse"), exact("postgres")],
             after_replay: vec![exact("clickhouse"), exact("postgres")],
             outage: Some(Outage {
@@ -154,11 +220,46 @@ mod tests {
     fn the_last_line_sums_both_stores_and_both_checks() {
         let mut report = passing();
         assert!(report.passed());
-        assert_eq!(report.lines().last().unwrap(), "chaos: events=5 lost=0 double_counted=0");
-        report.after_replay[1] = StoreTally { lost: 2, found: 3, ..exact("postgres") };
+        assert_eq!(report.lines().last().unwrap(), "chaos: events=5 lost=0 double_counted=0 value_mismatch=0");
+        report.after_replay[1] = StoreTally { lost: 2, counted: 3, ..exact("postgres") };
         report.after_faults[0] = StoreTally { counted: 6, double_counted: 1, ..exact("clickhouse") };
+        report.after_faults[1] = StoreTally { value_mismatch: 1, ..exact("postgres") };
+        report.after_replay[0] = StoreTally { value_mismatch: 2, ..exact("clickhouse") };
         assert!(!report.passed());
-        assert_eq!(report.lines().last().unwrap(), "chaos: events=5 lost=2 double_counted=1");
+        assert_eq!(report.lines().last().unwrap(), "chaos: events=5 lost=2 double_counted=1 value_mismatch=3");
+    }
+
+    #[test]
+    fn each_number_alone_fails_the_run() {
+        for tally in [
+            StoreTally { lost: 1, ..exact("clickhouse") },
+            StoreTally { double_counted: 1, ..exact("clickhouse") },
+            StoreTally { value_mismatch: 1, ..exact("clickhouse") },
+            StoreTally { identities_lost: 1, ..exact("clickhouse") },
+            StoreTally { unexpected: 1, ..exact("clickhouse") },
+        ] {
+            let mut report = passing();
+            report.after_replay[0] = tally.clone();
+            assert!(!report.passed(), "{tally:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_unlike_the_plan_fails_the_run() {
+        let topic = TopicTruth::default();
+        assert!(!Report { topic: None, ..passing() }.passed());
+        for wrong in [
+            TopicTruth { first_not_planned: 1, ..topic.clone() },
+            TopicTruth { missing_from_topic: 1, ..topic.clone() },
+            TopicTruth { undecodable: 1, ..topic.clone() },
+            TopicTruth { not_log_append_time: 1, ..topic.clone() },
+        ] {
+            assert!(!Report { topic: Some(wrong), ..passing() }.passed());
+        }
+        // Retries winning the race and identities without a 202 are reported, not failures
+        // of the topic (the stores' `unexpected` and the load's `unfinished` say the rest).
+        let raced = TopicTruth { first_is_another_version: 3, not_accepted: 1, ..topic };
+        assert!(Report { topic: Some(raced), ..passing() }.passed());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! One chaos run, in order: its own topic, groups, databases and API keys; both consumers and
-//! the gateway as processes; the load with the faults at their moments; catch-up; the counts;
-//! a replay of both groups from the earliest offset with `bxbctl`; catch-up and counts again;
-//! `bxbctl verify`; cleanup.
+//! the gateway as processes; the load with the faults at their moments; catch-up; the truth
+//! read back from the topic; the counts; a replay of both groups from the earliest offset with
+//! `bxbctl`; catch-up and counts again; `bxbctl verify`; cleanup.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,9 @@ use crate::plan::{self, PlanShape, PlannedEvent, Retry, BILLABLE_CODES};
 use crate::report::Report;
 use crate::settings::ChaosArgs;
 use crate::stores;
-use crate::tally::{tally, Identity};
+use crate::tally::{tally, Expected, Identity, StoreTally};
+use crate::topic;
+use crate::truth::{Truth, Version};
 
 /// The names a run owns (never the dev stack's `events`, `bxb` or `bxb-*`).
 struct Names {
@@ -158,13 +160,15 @@ impl Chaos {
         self.report.planned_distinct_events = plan.distinct_events;
         self.report.planned_retries = plan.retries;
         self.report.planned_retries_with_other_timestamp = plan.retries_with_other_timestamp;
+        self.report.planned_retries_with_other_values = plan.retries_with_other_values;
+        self.report.planned_retries_with_other_billability = plan.retries_with_other_billability;
         let probe = PlannedEvent {
             organization: 0,
             transaction_id: format!("chaos-{seed:x}-outage-probe"),
             code: BILLABLE_CODES[0],
             timestamp_ms: start_ms - 1_000,
             customer: 0,
-            value: 1.0,
+            value: Some(1.0),
             decimal_value: None,
             retry: Retry::No,
         };
@@ -203,24 +207,44 @@ impl Chaos {
         self.report.load = load.await.context("load generator")?;
         reporter.abort();
 
-        // What the gateway accepted: the truth both stores are compared with.
+        // What the gateway accepted (a `202`), and which of those had a billable version: the
+        // topic decides which version counts.
         let mut accepted: HashSet<Identity> = HashSet::new();
-        let mut billable: HashSet<Identity> = HashSet::new();
+        let mut billable_version: HashSet<Identity> = HashSet::new();
         let accepted_events = plan.requests.iter().zip(&self.report.load.accepted).filter(|(_, ok)| **ok).flat_map(|(r, _)| &r.events);
         for event in accepted_events.chain(probe_accepted.then_some(&probe)) {
             let identity = (organizations[event.organization], event.transaction_id.clone());
             if event.billable() {
-                billable.insert(identity.clone());
+                billable_version.insert(identity.clone());
             }
             accepted.insert(identity);
         }
         self.report.accepted_distinct_events = accepted.len();
-        self.report.accepted_billable_events = billable.len();
+        // Every version offered, accepted or not: a request answered 503 may be in the topic too.
+        let mut planned: HashMap<Identity, Vec<Version>> = HashMap::new();
+        for event in plan.requests.iter().flat_map(|r| &r.events).chain([&probe]) {
+            planned.entry((organizations[event.organization], event.transaction_id.clone())).or_default().push(event.version());
+        }
 
         let clickhouse_client = services::clickhouse(&self.args.stack).with_database(&self.names.database);
         let range_ms = (start_ms - 8 * 3_600_000, now_ms() + 3_600_000);
         self.report.catch_up_seconds = self.caught_up().await?;
-        self.report.after_faults = self.tallies(&clickhouse_client, &admin, range_ms, &accepted, &billable).await?;
+        // consumer-postgres bills BILLABLE_CODES for every organization; the run fills no
+        // `billable_metrics`.
+        let read = topic::read(&self.args.stack, &self.names.topic).await?;
+        let truth = Truth::build(read, &planned, &accepted, |_, code| BILLABLE_CODES.contains(&code));
+        self.report.topic = Some(truth.summary.clone());
+        let missing_billable = truth.missing_from_topic.intersection(&billable_version).count();
+        let expected = [
+            Expected {
+                identities: &truth.identities,
+                buckets: &truth.clickhouse,
+                accepted: &accepted,
+                missing_from_topic: truth.missing_from_topic.len(),
+            },
+            Expected { identities: &truth.billable, buckets: &truth.postgres, accepted: &accepted, missing_from_topic: missing_billable },
+        ];
+        self.report.after_faults = self.tallies(&clickhouse_client, &admin, range_ms, expected).await?;
 
         clickhouse.stop().await?;
         postgres.stop().await?;
@@ -230,7 +254,7 @@ impl Chaos {
         clickhouse.start().await?;
         postgres.start().await?;
         self.report.replay_catch_up_seconds = self.caught_up().await?;
-        self.report.after_replay = self.tallies(&clickhouse_client, &admin, range_ms, &accepted, &billable).await?;
+        self.report.after_replay = self.tallies(&clickhouse_client, &admin, range_ms, expected).await?;
         self.report.dead_lettered = self.dead_lettered().await?;
         self.report.verify = Some(self.verify(range_ms).await?);
 
@@ -247,17 +271,17 @@ impl Chaos {
         Ok(())
     }
 
+    /// Both stores against the truth: `expected` is ClickHouse's, then PostgreSQL's.
     async fn tallies(
         &self,
         clickhouse: &clickhouse::Client,
         postgres: &sqlx::PgPool,
         range_ms: (i64, i64),
-        accepted: &HashSet<Identity>,
-        billable: &HashSet<Identity>,
-    ) -> anyhow::Result<Vec<crate::tally::StoreTally>> {
+        expected: [Expected<'_>; 2],
+    ) -> anyhow::Result<Vec<StoreTally>> {
         let ch = stores::clickhouse(clickhouse, range_ms).await.context("counting in ClickHouse")?;
         let pg = stores::postgres(postgres).await.context("counting in PostgreSQL")?;
-        Ok(vec![tally("clickhouse", accepted, &ch.identities, ch.counted), tally("postgres", billable, &pg.identities, pg.counted)])
+        Ok(vec![tally("clickhouse", expected[0], &ch.held), tally("postgres", expected[1], &pg.held)])
     }
 
     /// Waits until both groups have committed the end of every partition.

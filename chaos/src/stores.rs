@@ -1,20 +1,22 @@
-//! What the stores hold for the run: identities found and the count billing would use.
+//! What the stores hold for the run: identities found, and billing per organization, code and
+//! UTC hour (ClickHouse: the billing query; PostgreSQL: `events` grouped the same way).
 
 use std::collections::HashSet;
 
+use anyhow::Context;
 use bxb_consumer_clickhouse::billing::{self, Granularity, UsageQuery};
+use bxb_event::Decimal;
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::tally::Identity;
+use crate::tally::{Held, Identity};
+use crate::truth::{Bucket, BucketKey, Buckets, DecimalSum};
 
 /// What one store holds.
 #[derive(Debug, Clone)]
 pub struct Holding {
-    pub identities: HashSet<Identity>,
-    /// PostgreSQL: rows of `events`. ClickHouse: events counted by the billing query.
-    pub counted: u64,
+    pub held: Held,
     /// Rows physically stored (ClickHouse keeps repeated records until merges remove them).
     pub rows: u64,
 }
@@ -22,8 +24,24 @@ pub struct Holding {
 /// Every row of the run's `events` (its database holds nothing else).
 pub async fn postgres(pool: &PgPool) -> anyhow::Result<Holding> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT organization_id, transaction_id FROM events").fetch_all(pool).await?;
-    let counted = rows.len() as u64;
-    Ok(Holding { identities: rows.into_iter().collect(), counted, rows: counted })
+    let stored = rows.len() as u64;
+    let identities = rows.into_iter().collect();
+    let sums: Vec<(Uuid, String, i64, i64, f64, String)> = sqlx::query_as(
+        r#"SELECT organization_id, code,
+                  (extract(epoch FROM date_trunc('hour', "timestamp" AT TIME ZONE 'UTC')) * 1000)::bigint AS hour_start_ms,
+                  count(*), coalesce(sum(value), 0), coalesce(sum(decimal_value), 0)::text
+           FROM events
+           GROUP BY 1, 2, 3"#,
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut buckets = Buckets::new();
+    for (organization_id, code, hour_start_ms, events, value_sum, decimal_sum) in sums {
+        let decimal: Decimal = decimal_sum.parse().with_context(|| format!("sum(decimal_value) {decimal_sum:?}"))?;
+        let bucket = Bucket { events: events as u64, value_sum, decimal_value_sum: DecimalSum::of(&decimal) };
+        buckets.insert(BucketKey { organization_id, code, hour_start_ms }, bucket);
+    }
+    Ok(Holding { held: Held { identities, buckets }, rows: stored })
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -32,7 +50,7 @@ struct IdentityRow {
     transaction_id: String,
 }
 
-/// The run's `events_raw`: distinct identities, and the billing query's count over `range_ms`.
+/// The run's `events_raw`: distinct identities, and the billing query's hours over `range_ms`.
 pub async fn clickhouse(client: &clickhouse::Client, range_ms: (i64, i64)) -> anyhow::Result<Holding> {
     let rows: Vec<IdentityRow> =
         client.query("SELECT DISTINCT toString(organization_id), transaction_id FROM events_raw").fetch_all().await?;
@@ -45,7 +63,13 @@ pub async fn clickhouse(client: &clickhouse::Client, range_ms: (i64, i64)) -> an
         &UsageQuery { from_ms: range_ms.0, to_ms: range_ms.1, granularity: Granularity::Hour, organization_id: None },
     )
     .await?;
-    let counted = usage.iter().map(|u| u.events).sum();
+    let buckets = usage
+        .into_iter()
+        .map(|u| {
+            let key = BucketKey { organization_id: u.organization_id, code: u.code, hour_start_ms: u.bucket_start_ms };
+            (key, Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: DecimalSum::of(&u.decimal_value_sum) })
+        })
+        .collect();
     let stored: u64 = client.query("SELECT count() FROM events_raw").fetch_one().await?;
-    Ok(Holding { identities, counted, rows: stored })
+    Ok(Holding { held: Held { identities, buckets }, rows: stored })
 }

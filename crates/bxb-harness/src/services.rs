@@ -33,9 +33,11 @@ pub fn kafka_config(stack: &StackArgs) -> Result<ClientConfig> {
     Ok(KafkaArgs::plaintext(stack.kafka_brokers.clone()).client_config()?)
 }
 
-/// Creates `topic` with `partitions` (replication 1), or does nothing if it exists.
+/// Creates `topic` with `partitions` (replication 1), or does nothing if it exists. Record
+/// timestamps are the broker's append time: of several records of one identity the first by
+/// that time counts, and the chaos run's truth ranks them so too.
 pub async fn create_topic(stack: &StackArgs, topic: &str, partitions: i32) -> Result<()> {
-    bxb_kafka::admin::ensure_topic(&kafka_config(stack)?, topic, partitions, 1, &[])
+    bxb_kafka::admin::ensure_topic(&kafka_config(stack)?, topic, partitions, 1, &[("message.timestamp.type", "LogAppendTime")])
         .await
         .map_err(kafka_error(format!("creating topic {topic}")))
 }
