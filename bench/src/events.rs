@@ -7,6 +7,15 @@ use uuid::Uuid;
 
 /// Billable in consumer-postgres through `BXB_BILLABLE_CODES`.
 pub const CODE: &str = "bench_calls";
+/// Not billable: one event in [`NOT_BILLABLE_EVERY`] has it, a mix like a platform's (usage
+/// events beside analytics-only ones). consumer-postgres keeps their identities, not their rows.
+pub const NOT_BILLABLE_CODE: &str = "bench_views";
+pub const NOT_BILLABLE_EVERY: u64 = 4;
+
+/// Whether event `seq` of the run is billable.
+pub fn is_billable(seq: u64) -> bool {
+    seq % NOT_BILLABLE_EVERY != NOT_BILLABLE_EVERY - 1
+}
 const PROPERTIES: &str = r#"{"region":"eu-west-1","plan":"pro","endpoint":"/v1/search"}"#;
 
 pub fn event(organization_id: Uuid, transaction_id: String, seq: u64, timestamp_ms: i64) -> Event {
@@ -14,7 +23,7 @@ pub fn event(organization_id: Uuid, transaction_id: String, seq: u64, timestamp_
         organization_id,
         transaction_id,
         external_customer_id: format!("customer-{}", seq % 1_000),
-        code: CODE.to_owned(),
+        code: if is_billable(seq) { CODE } else { NOT_BILLABLE_CODE }.to_owned(),
         timestamp_ms,
         properties: PROPERTIES.to_owned(),
         value: Some((seq % 100) as f64),

@@ -155,6 +155,7 @@ pub async fn postgres_copy(
     bar: &ProgressBar,
 ) -> anyhow::Result<f64> {
     use bxb_consumer_postgres::rows::{encode, Keys, COPY_EVENTS, COPY_KEYS};
+    use bxb_consumer_postgres::select::Candidate;
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
     bxb_schemas::POSTGRES_MIGRATOR.run(&mut conn).await?;
@@ -164,11 +165,15 @@ pub async fn postgres_copy(
     for range in batches(count, batch) {
         let records = events::records(organization_ids, range.clone(), now);
         let started = Instant::now();
-        let refs: Vec<&bxb_consumer::Record> = records.iter().collect();
+        // The rows consumer-postgres writes: the billable events; with `keyed`, the identities
+        // of every event (the identity rule keeps the non-billable ones too).
+        let refs: Vec<&bxb_consumer::Record> = records.iter().filter(|r| r.event.code == events::CODE).collect();
         let mut tx = conn.begin().await?;
         if keyed {
+            let candidates: Vec<Candidate<'_>> =
+                records.iter().map(|record| Candidate { record, billable: record.event.code == events::CODE }).collect();
             let mut copy = tx.copy_in_raw(COPY_KEYS).await?;
-            copy.send(Keys::of(&refs).copy_stream()?).await?;
+            copy.send(Keys::of(&candidates).copy_stream()?).await?;
             copy.finish().await?;
         }
         let mut copy = tx.copy_in_raw(COPY_EVENTS).await?;

@@ -118,8 +118,11 @@ fn scaled(decimal: &Decimal) -> i128 {
     decimal.to_scaled_i128(12).expect("a Decimal(38, 12)")
 }
 
+/// A row of [`postgres_usage`]'s query: code, hour, count, sum(value), sum(decimal_value)::text.
+type UsageRow = (String, i64, i64, Option<f64>, Option<String>);
+
 pub async fn postgres_usage(pool: &PgPool) -> Bill {
-    let rows: Vec<(String, i64, i64, Option<f64>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<UsageRow> = sqlx::query_as(
         r#"SELECT code, (floor(extract(epoch FROM "timestamp") * 1000 / 3600000) * 3600000)::int8, count(*),
                   sum(value), sum(decimal_value)::text
            FROM events GROUP BY 1, 2"#,
