@@ -11,6 +11,8 @@ use bxb_ctl::verify::{self, VerifyScope};
 use bxb_event::Event;
 use bxb_tests::eventually;
 use bxb_tests::kafka::{committed_offsets, end_offsets, now_ms};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::Executor;
 use stack::{workload, Stack, BILLABLE, WAIT};
 use uuid::Uuid;
 
@@ -23,6 +25,11 @@ fn base_ms() -> i64 {
 
 fn organizations(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+/// Every hour, every organization, the billable code of the stack.
+fn everything() -> VerifyScope {
+    VerifyScope { from_ms: 0, to_ms: now_ms() + HOUR_MS, organization_id: None, billable_codes: vec![BILLABLE.into()] }
 }
 
 /// The first event of every identity, in publish order: what both stores must count.
@@ -144,7 +151,7 @@ async fn verify_agrees_on_a_clean_run_and_reports_an_injected_difference() {
     stack.consume_everything().await;
 
     let pool = stack.pool().await;
-    let scope = VerifyScope { from_ms: 0, to_ms: now_ms() + HOUR_MS, organization_id: None, billable_codes: vec![BILLABLE.into()] };
+    let scope = everything();
     let clean = verify::verify(&pool, &stack.clickhouse_args(), &scope).await.unwrap();
     assert!(clean.buckets > 0);
     assert_eq!(clean.differences, vec![], "a clean run agrees");
@@ -163,6 +170,26 @@ async fn verify_agrees_on_a_clean_run_and_reports_an_injected_difference() {
     assert_eq!(difference.key.2, victim.timestamp_ms - victim.timestamp_ms % HOUR_MS);
     let (pg, ch) = (difference.postgres.as_ref().map_or(0, |b| b.events), difference.clickhouse.as_ref().unwrap().events);
     assert_eq!(ch - pg, 1, "ClickHouse has the event PostgreSQL lost");
+}
+
+#[tokio::test]
+async fn verify_buckets_hours_in_utc_whatever_the_postgres_session_time_zone() {
+    let stack = Stack::new().await;
+    let events = workload(&organizations(2), 30, base_ms());
+    stack.publish(&events).await;
+    stack.consume_everything().await;
+
+    // A half-hour zone: an hour truncated there starts at half past a UTC hour.
+    let pool = PgPoolOptions::new()
+        .after_connect(|connection, _| Box::pin(async move { connection.execute("SET TIME ZONE 'Asia/Kolkata'").await.map(drop) }))
+        .connect(&stack.postgres.url)
+        .await
+        .unwrap();
+    let zone: String = sqlx::query_scalar("SHOW TimeZone").fetch_one(&pool).await.unwrap();
+    assert_eq!(zone, "Asia/Kolkata");
+    let report = verify::verify(&pool, &stack.clickhouse_args(), &everything()).await.unwrap();
+    assert!(report.buckets > 0);
+    assert_eq!(report.differences, vec![], "the stores hold the same events");
 }
 
 #[tokio::test]

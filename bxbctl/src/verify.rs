@@ -6,6 +6,7 @@
 //! billable subset is decided by consumer-postgres' own rule ([`BillableMetrics`]) as it stands
 //! now: `billable_metrics` plus the codes billable for every organization. A code made billable
 //! later shows up as a difference for the hours before that; verify from the time of the change.
+//! Hours are UTC in both stores, whatever the time zone of the PostgreSQL session.
 
 use std::collections::BTreeMap;
 
@@ -111,8 +112,10 @@ pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<Bucke
 
 async fn postgres_buckets(pool: &PgPool, scope: &VerifyScope) -> Result<BTreeMap<BucketKey, Bucket>, VerifyError> {
     let rows: Vec<(Uuid, String, i64, i64, f64, String)> = sqlx::query_as(
+        // The hour from epoch milliseconds, as usage.sql does: date_trunc would cut hours in the
+        // session's time zone, at half past the UTC hour in Asia/Kolkata.
         "SELECT organization_id, code,
-                (extract(epoch FROM date_trunc('hour', \"timestamp\")) * 1000)::bigint AS bucket_start_ms,
+                (floor(extract(epoch FROM \"timestamp\") * 1000 / 3600000) * 3600000)::bigint AS bucket_start_ms,
                 count(*)::bigint,
                 coalesce(sum(value), 0)::double precision,
                 coalesce(sum(decimal_value), 0)::text
