@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use bxb_consumer::Record;
-use bxb_consumer_clickhouse::billing::{Granularity, Usage, UsageQuery};
+use bxb_consumer_clickhouse::billing::{checked_decimal_sum, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::{EventRow, DECIMAL_SCALE};
 use bxb_event::{Decimal, Event};
 use uuid::Uuid;
@@ -207,21 +207,26 @@ pub fn usage_lines(usage: &[Usage]) -> Vec<String> {
     usage
         .iter()
         .map(|u| {
-            let scaled = u.decimal_value_sum.to_scaled_i128(DECIMAL_SCALE).expect("a Decimal(38, 12)");
+            let scaled = u.decimal_value_sum.as_ref().and_then(|d| d.to_scaled_i128(DECIMAL_SCALE)).expect("a Decimal(38, 12)");
             line(u.organization_id, &u.code, u.bucket_start_ms, u.events, u.value_sum, scaled)
         })
         .collect()
 }
 
-/// The usage query's TabSeparatedRaw output, as normalized lines.
+/// The usage query's TabSeparatedRaw output, as normalized lines. The Float64 check of the
+/// decimal sum is not part of a line: it is rounded differently by each engine (and far off where
+/// values near the limit cancel out); it must only not make `billing::usage` call the sum an
+/// overflow.
 pub fn tsv_lines(output: &str) -> Vec<String> {
     output
         .lines()
         .map(|l| {
             let fields: Vec<&str> = l.split('\t').collect();
-            let [org, code, bucket, events, value, decimal] = fields[..] else { panic!("six columns expected: {l:?}") };
+            let [org, code, bucket, events, value, decimal, decimal_f64] = fields[..] else { panic!("seven columns expected: {l:?}") };
             let decimal: Decimal = parse("decimal_value_sum", decimal);
             let scaled = decimal.to_scaled_i128(DECIMAL_SCALE).expect("fits Decimal(38, 12)");
+            let check: f64 = parse("decimal_value_sum_f64", decimal_f64);
+            assert!(checked_decimal_sum(scaled, check).is_some(), "decimal_value_sum_f64 {check} makes {decimal} an overflow: {l:?}");
             line(
                 parse("organization_id", org),
                 code,
