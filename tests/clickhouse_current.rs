@@ -23,7 +23,7 @@ mod chdb;
 mod rows;
 
 use bxb_consumer::Sink;
-use bxb_consumer_clickhouse::billing::{self, UsageQuery};
+use bxb_consumer_clickhouse::billing::{self, Granularity, UsageQuery};
 use bxb_consumer_clickhouse::schema::{column_differences, Column, COLUMNS_QUERY, PARTITION_LIMIT_QUERY};
 use bxb_consumer_clickhouse::{ClickHouseSink, EVENTS_RAW_COLUMNS};
 use bxb_schemas::clickhouse::{EVENTS_RAW_TABLE, USAGE_QUERY};
@@ -131,4 +131,49 @@ fn parameters(query: &UsageQuery) -> Vec<(&'static str, String)> {
         ("all_organizations", u8::from(query.organization_id.is_none()).to_string()),
         ("organization_id", query.organization_id.unwrap_or_default().hyphenated().to_string()),
     ]
+}
+
+/// Migration 2 (a version-1 `events_raw` to the rank layout) and the first-records query of
+/// `bxbctl backfill`, on the current engine: the rows move with append time 0, and the query
+/// picks the first record of each identity by (appended_at_ms, partition, offset).
+#[test]
+fn the_rank_migration_and_the_first_records_query_run_on_the_current_engine() {
+    use bxb_schemas::clickhouse::{events_raw_next_ddl, events_raw_rank_migration, EVENTS_RAW_V1_DDL, SCHEMA_VERSIONS_DDL};
+    let v1_row = |tx: &str, code: &str, partition: i32, offset: i64| {
+        format!(
+            "INSERT INTO events_raw (organization_id, transaction_id, external_customer_id, code, timestamp, timestamp_ms, \
+             properties, value, decimal_value, ingested_at_ms, written_at_ms, kafka_partition, kafka_offset) VALUES \
+             ('00000000-0000-0000-0000-000000000001', '{tx}', 'c', '{code}', 1796000000, 1796000000123, '{{}}', 1, 1.5, NULL, 0, {partition}, {offset})"
+        )
+    };
+    let mut statements = vec![
+        Statement::new("CREATE DATABASE", "CREATE DATABASE IF NOT EXISTS rank_upgrade"),
+        Statement::new("USE", "USE rank_upgrade"),
+        Statement::new("version 1", EVENTS_RAW_V1_DDL),
+        Statement::new("a, first", v1_row("a", "api_calls", 0, 1)),
+        Statement::new("a, retry", v1_row("a", "page_views", 0, 4)),
+        Statement::new("b", v1_row("b", "api_calls", 0, 2)),
+        Statement::new("bxb_schema_versions", SCHEMA_VERSIONS_DDL),
+        Statement::new("events_raw_next", events_raw_next_ddl()),
+    ];
+    for (i, statement) in events_raw_rank_migration().into_iter().enumerate() {
+        statements.push(Statement::new(format!("migration 2, statement {i}"), statement));
+    }
+    // A record of identity b appended later to another partition: b's first record stays.
+    statements.push(Statement::new(
+        "a later record",
+        "INSERT INTO events_raw (organization_id, transaction_id, external_customer_id, code, timestamp, timestamp_ms, properties, \
+         value, decimal_value, ingested_at_ms, written_at_ms, kafka_partition, kafka_offset, appended_at_ms) VALUES \
+         ('00000000-0000-0000-0000-000000000001', 'b', 'c', 'page_views', 1796000000, 1796000000123, '{}', 2, 2.5, NULL, 0, 3, 0, 1796000000200)",
+    ));
+    statements.push(Statement::new("rows at version 0", "SELECT count() FROM events_raw WHERE appended_at_ms = 0"));
+    let everything = UsageQuery { from_ms: 0, to_ms: 4_000_000_000_000, granularity: Granularity::Day, organization_id: None };
+    statements.push(Statement::new(
+        "first records",
+        format!("SELECT transaction_id, code, kafka_partition, kafka_offset FROM ({})", billing::first_records_sql(&everything)),
+    ));
+    let run = chdb::run(&statements);
+    let n = run.outputs.len();
+    assert_eq!(run.outputs[n - 2], "3\n", "the version-1 rows moved with append time 0");
+    assert_eq!(run.outputs[n - 1], "a\tapi_calls\t0\t1\nb\tapi_calls\t0\t2\n", "ClickHouse {}", run.version);
 }

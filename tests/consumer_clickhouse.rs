@@ -342,7 +342,7 @@ fn expected_usage(events: &[Event], granularity: Granularity, organization: Opti
             bucket_start_ms,
             events,
             value_sum,
-            decimal_value_sum: scaled_decimal(scaled),
+            decimal_value_sum: Some(scaled_decimal(scaled)),
         })
         .collect()
 }

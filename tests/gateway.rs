@@ -1,6 +1,7 @@
 //! The gateway against real Kafka and the real schema registry (and PostgreSQL for its key
 //! table): events round-trip exactly, every error has its status and reason, nothing of a
-//! refused request is published, and a 202 always means Kafka holds the events.
+//! refused request is published, a 202 always means Kafka holds the events, and an organization
+//! lands in the partition Java's default partitioner picks for it.
 //!
 //! Each test serves its own gateway in-process (`bxb_gateway::run` on 127.0.0.1:0) with its own
 //! topic and key file (`harness`).
@@ -11,6 +12,8 @@ mod availability;
 mod harness;
 #[path = "gateway/key_staleness.rs"]
 mod key_staleness;
+#[path = "gateway/placement.rs"]
+mod placement;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -211,15 +211,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = sqlx::PgPool::connect(&postgres_url).await?;
             let scope = VerifyScope { from_ms: from, to_ms: to, organization_id: organization, billable_codes };
             let report = verify::verify(&pool, &clickhouse, &scope).await?;
-            for d in &report.differences {
-                let show = |b: &Option<verify::Bucket>| {
-                    b.as_ref()
-                        .map_or("-".to_owned(), |b| format!("{} events, value {}, decimal {}", b.events, b.value_sum, b.decimal_value_sum))
-                };
-                let hour = time::OffsetDateTime::from_unix_timestamp(d.key.2 / 1000)
-                    .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
-                    .unwrap_or_default();
-                println!("{} {} {hour}: postgres [{}] clickhouse [{}]", d.key.0, d.key.1, show(&d.postgres), show(&d.clickhouse));
+            for difference in &report.differences {
+                println!("{difference}");
             }
             println!("verify: {} bucket(s) compared, {} difference(s)", report.buckets, report.differences.len());
             Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })

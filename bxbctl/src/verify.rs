@@ -6,13 +6,17 @@
 //! billable subset is decided by consumer-postgres' own rule ([`BillableMetrics`]) as it stands
 //! now: `billable_metrics` plus the codes billable for every organization. A code made billable
 //! later shows up as a difference for the hours before that; verify from the time of the change.
+//! Hours are UTC in both stores, whatever the time zone of the PostgreSQL session. A bucket
+//! whose decimal sum is beyond Decimal(38, 12) is always a difference: ClickHouse's sum of it
+//! wraps around (`billing::checked_decimal_sum`), so no billing query can give it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use bxb_consumer_clickhouse::billing::{self, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::ClickHouseArgs;
 use bxb_consumer_postgres::billable::BillableMetrics;
-use bxb_event::Decimal;
+use bxb_event::{Decimal, DecimalError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,7 +25,9 @@ use uuid::Uuid;
 pub struct Bucket {
     pub events: u64,
     pub value_sum: f64,
-    pub decimal_value_sum: Decimal,
+    /// `None` when beyond Decimal(38, 12): PostgreSQL's numeric sum is exact at any size, but
+    /// ClickHouse's wraps around.
+    pub decimal_value_sum: Option<Decimal>,
 }
 
 /// (organization, code, hour start in ms).
@@ -33,6 +39,42 @@ pub struct Difference {
     pub key: BucketKey,
     pub postgres: Option<Bucket>,
     pub clickhouse: Option<Bucket>,
+}
+
+impl Difference {
+    /// Whether a store's decimal sum of the bucket is beyond Decimal(38, 12).
+    pub fn decimal_overflow(&self) -> bool {
+        [&self.postgres, &self.clickhouse].into_iter().flatten().any(|b| b.decimal_value_sum.is_none())
+    }
+}
+
+/// `<organization> <code> <hour, RFC 3339>: [the overflow, ]postgres [...] clickhouse [...]`.
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (organization_id, code, hour_ms) = &self.key;
+        let hour = time::OffsetDateTime::from_unix_timestamp(hour_ms.div_euclid(1000))
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| format!("{hour_ms} ms"));
+        write!(f, "{organization_id} {code} {hour}: ")?;
+        if self.decimal_overflow() {
+            write!(f, "the decimal_value sum overflows Decimal(38, 12); ")?;
+        }
+        write!(f, "postgres [{}] clickhouse [{}]", BucketText(&self.postgres), BucketText(&self.clickhouse))
+    }
+}
+
+struct BucketText<'a>(&'a Option<Bucket>);
+
+impl fmt::Display for BucketText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(b) = self.0 else { return write!(f, "-") };
+        write!(f, "{} events, value {}, decimal ", b.events, b.value_sum)?;
+        match &b.decimal_value_sum {
+            Some(decimal) => write!(f, "{decimal}"),
+            None => write!(f, "overflow"),
+        }
+    }
 }
 
 /// What to compare.
@@ -62,7 +104,7 @@ pub enum VerifyError {
     ClickHouse(#[from] billing::BillingError),
     /// A stored decimal sum is not a decimal of the event rules.
     #[error("PostgreSQL decimal sum {0:?}: {1}")]
-    Decimal(String, bxb_event::DecimalError),
+    Decimal(String, DecimalError),
 }
 
 /// Compares the two stores over `scope`.
@@ -87,8 +129,9 @@ pub async fn verify(pool: &PgPool, clickhouse: &ClickHouseArgs, scope: &VerifySc
     Ok(compare(postgres, clickhouse))
 }
 
-/// Pairs buckets by key; equal when counts and decimal sums are equal and the float sums agree
-/// to 1e-9 relative (they are added in a different order by each store).
+/// Pairs buckets by key; equal when counts and decimal sums are equal (and within
+/// Decimal(38, 12)) and the float sums agree to 1e-9 relative (they are added in a different
+/// order by each store).
 pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<BucketKey, Bucket>) -> Report {
     let keys: std::collections::BTreeSet<&BucketKey> = postgres.keys().chain(clickhouse.keys()).collect();
     let mut differences = Vec::new();
@@ -97,6 +140,7 @@ pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<Bucke
         let same = match (p, c) {
             (Some(p), Some(c)) => {
                 p.events == c.events
+                    && p.decimal_value_sum.is_some()
                     && p.decimal_value_sum == c.decimal_value_sum
                     && (p.value_sum - c.value_sum).abs() <= 1e-9 * p.value_sum.abs().max(c.value_sum.abs()).max(1.0)
             }
@@ -111,8 +155,10 @@ pub fn compare(postgres: BTreeMap<BucketKey, Bucket>, clickhouse: BTreeMap<Bucke
 
 async fn postgres_buckets(pool: &PgPool, scope: &VerifyScope) -> Result<BTreeMap<BucketKey, Bucket>, VerifyError> {
     let rows: Vec<(Uuid, String, i64, i64, f64, String)> = sqlx::query_as(
+        // The hour from epoch milliseconds, as usage.sql does: date_trunc would cut hours in the
+        // session's time zone, at half past the UTC hour in Asia/Kolkata.
         "SELECT organization_id, code,
-                (extract(epoch FROM date_trunc('hour', \"timestamp\")) * 1000)::bigint AS bucket_start_ms,
+                (floor(extract(epoch FROM \"timestamp\") * 1000 / 3600000) * 3600000)::bigint AS bucket_start_ms,
                 count(*)::bigint,
                 coalesce(sum(value), 0)::double precision,
                 coalesce(sum(decimal_value), 0)::text
@@ -129,7 +175,11 @@ async fn postgres_buckets(pool: &PgPool, scope: &VerifyScope) -> Result<BTreeMap
     .await?;
     rows.into_iter()
         .map(|(org, code, bucket, events, value_sum, decimal)| {
-            let decimal_value_sum = decimal.parse().map_err(|e| VerifyError::Decimal(decimal.clone(), e))?;
+            let decimal_value_sum = match decimal.parse() {
+                Ok(sum) => Some(sum),
+                Err(DecimalError::Precision) => None,
+                Err(e) => return Err(VerifyError::Decimal(decimal, e)),
+            };
             Ok(((org, code, bucket), Bucket { events: events as u64, value_sum, decimal_value_sum }))
         })
         .collect()
@@ -140,7 +190,7 @@ mod tests {
     use super::*;
 
     fn bucket(events: u64, value_sum: f64, decimal: &str) -> Bucket {
-        Bucket { events, value_sum, decimal_value_sum: decimal.parse().unwrap() }
+        Bucket { events, value_sum, decimal_value_sum: Some(decimal.parse().unwrap()) }
     }
 
     fn key(code: &str, hour: i64) -> BucketKey {
@@ -167,5 +217,20 @@ mod tests {
         let report = compare(p, c);
         let codes: Vec<_> = report.differences.iter().map(|d| d.key.1.as_str()).collect();
         assert_eq!(codes, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_bucket_beyond_decimal_38_12_is_an_overflow_even_when_both_stores_have_it() {
+        let overflowed = Bucket { decimal_value_sum: None, ..bucket(30, 30.0, "0") };
+        let p = BTreeMap::from([(key("a", 2), overflowed.clone()), (key("b", 2), bucket(1, 1.0, "1"))]);
+        let c = BTreeMap::from([(key("a", 2), overflowed.clone()), (key("b", 2), overflowed)]);
+        let report = compare(p, c);
+        assert_eq!(report.differences.len(), 2);
+        assert!(report.differences.iter().all(Difference::decimal_overflow));
+        assert_eq!(
+            report.differences[1].to_string(),
+            "00000000-0000-0000-0000-000000000001 b 1970-01-01T02:00:00Z: the decimal_value sum overflows Decimal(38, 12); \
+             postgres [1 events, value 1, decimal 1] clickhouse [30 events, value 30, decimal overflow]"
+        );
     }
 }

@@ -66,10 +66,14 @@ pub async fn clickhouse(client: &clickhouse::Client, range_ms: (i64, i64)) -> an
     let buckets = usage
         .into_iter()
         .map(|u| {
+            let decimal = u.decimal_value_sum.as_ref().with_context(|| {
+                format!("the decimal_value sum of {} {} {} overflows Decimal(38, 12)", u.organization_id, u.code, u.bucket_start_ms)
+            })?;
+            let bucket = Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: DecimalSum::of(decimal) };
             let key = BucketKey { organization_id: u.organization_id, code: u.code, hour_start_ms: u.bucket_start_ms };
-            (key, Bucket { events: u.events, value_sum: u.value_sum, decimal_value_sum: DecimalSum::of(&u.decimal_value_sum) })
+            Ok((key, bucket))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let stored: u64 = client.query("SELECT count() FROM events_raw").fetch_one().await?;
     Ok(Holding { held: Held { identities, buckets }, rows: stored })
 }

@@ -3,6 +3,11 @@
 //! ClickHouse 18.16 has no server-side query parameters, so the `{name:Type}` placeholders of
 //! the query files are replaced here by literals. Every value is a number or a UUID formatted
 //! by Rust, so nothing user-supplied reaches the SQL text.
+//!
+//! ClickHouse adds `Decimal(38, 12)` in Int128 and wraps around without an error (18.16 and
+//! current releases alike): three values of 9·10^25 sum to -7.03·10^25. So the query also sums
+//! the same values in Float64, which cannot wrap, and a bucket whose exact sum is out of range
+//! has no decimal sum here ([`checked_decimal_sum`]).
 
 use bxb_event::validate::MAX_TIMESTAMP_MS;
 use bxb_event::Decimal;
@@ -49,8 +54,9 @@ pub struct Usage {
     pub events: u64,
     /// Sum of `value` over the events that have one (0 when none has).
     pub value_sum: f64,
-    /// Exact sum of `decimal_value` over the events that have one (0 when none has).
-    pub decimal_value_sum: Decimal,
+    /// Exact sum of `decimal_value` over the events that have one (0 when none has); `None`
+    /// when it is beyond Decimal(38, 12), where ClickHouse's own sum is wrong.
+    pub decimal_value_sum: Option<Decimal>,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -62,6 +68,7 @@ struct UsageRow {
     events: u64,
     value_sum: f64,
     decimal_value_sum: i128,
+    decimal_value_sum_f64: f64,
 }
 
 /// Why usage could not be computed.
@@ -70,35 +77,50 @@ pub enum BillingError {
     /// The query failed.
     #[error("ClickHouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
-    /// A sum of `decimal_value` left the range of Decimal(38, 12).
-    #[error("the decimal_value sum of {organization_id} / {code} overflows Decimal(38, 12)")]
-    DecimalOverflow { organization_id: Uuid, code: String },
 }
 
 /// Runs the usage query.
 pub async fn usage(client: &clickhouse::Client, query: &UsageQuery) -> Result<Vec<Usage>, BillingError> {
     let rows: Vec<UsageRow> = client.query_raw(&usage_sql(query)).fetch_all().await?;
-    rows.into_iter()
-        .map(|r| {
-            let Some(decimal_value_sum) = decimal_from_scaled(r.decimal_value_sum, DECIMAL_SCALE) else {
-                return Err(BillingError::DecimalOverflow { organization_id: r.organization_id, code: r.code });
-            };
-            Ok(Usage {
-                organization_id: r.organization_id,
-                code: r.code,
-                bucket_start_ms: r.bucket_start_ms,
-                events: r.events,
-                value_sum: r.value_sum,
-                decimal_value_sum,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| Usage {
+            organization_id: r.organization_id,
+            code: r.code,
+            bucket_start_ms: r.bucket_start_ms,
+            events: r.events,
+            value_sum: r.value_sum,
+            decimal_value_sum: checked_decimal_sum(r.decimal_value_sum, r.decimal_value_sum_f64),
         })
-        .collect()
+        .collect())
+}
+
+/// Half of what a wrap-around of the Int128 sum changes it by (2^128 / 10^12). A Float64 sum of
+/// n values is off by at most about n · 2^-53 · (the sum of their magnitudes), far less than this
+/// unless a bucket holds some 10^8 values near the limit of 10^26 that cancel out.
+const HALF_WRAP: f64 = 1.701_411_834_604_692_3e26;
+
+/// The exact decimal sum of a bucket from ClickHouse's `sum(decimal_value)` (`scaled`, the value
+/// times 10^12, as it comes in RowBinary) and `sum(toFloat64(decimal_value))` (`approximate`),
+/// or `None` when it does not fit Decimal(38, 12): `scaled` wrapped around (it is then at least
+/// [`HALF_WRAP`] from `approximate`) or has more than 38 digits.
+pub fn checked_decimal_sum(scaled: i128, approximate: f64) -> Option<Decimal> {
+    let wrapped = (scaled as f64 / 1e12 - approximate).abs() >= HALF_WRAP;
+    if wrapped {
+        return None;
+    }
+    decimal_from_scaled(scaled, DECIMAL_SCALE)
 }
 
 /// The first record of every identity with a record in the query's range (the identity rule),
 /// in (organization_id, transaction_id) order; the query's granularity is not used.
 pub async fn first_records(client: &clickhouse::Client, query: &UsageQuery) -> Result<Vec<EventRow>, BillingError> {
-    Ok(client.query_raw(&with_parameters(FIRST_RECORDS_QUERY, query)).fetch_all().await?)
+    Ok(client.query_raw(&first_records_sql(query)).fetch_all().await?)
+}
+
+/// The first-records query with its parameters in place.
+pub fn first_records_sql(query: &UsageQuery) -> String {
+    with_parameters(FIRST_RECORDS_QUERY, query)
 }
 
 /// The usage query with its parameters in place.
@@ -191,7 +213,61 @@ mod tests {
         assert_eq!(decimal_from_scaled(i128::MAX, 12), None);
     }
 
+    /// 10^25, the largest power of ten a decimal_value can be, times 10^12.
+    const SCALED_1E25: i128 = 10i128.pow(37);
+
+    /// What ClickHouse answers for `values` (scaled): the Int128 sum, wrapping, and the Float64 one.
+    fn clickhouse_sums(values: &[i128]) -> (i128, f64) {
+        (values.iter().fold(0i128, |sum, v| sum.wrapping_add(*v)), values.iter().map(|v| *v as f64 / 1e12).sum())
+    }
+
+    #[test]
+    fn sums_in_range_are_exact() {
+        for (values, text) in [
+            (vec![1_500_000_000_000, 1], "1.500000000001"),
+            (vec![-1_500_000_000_000, 1_500_000_000_000], "0"),
+            (vec![9 * SCALED_1E25, 9 * SCALED_1E25, -9 * SCALED_1E25], "90000000000000000000000000"),
+            (vec![10i128.pow(38) - 1], "99999999999999999999999999.999999999999"),
+            // Values near the limit cancel out and the Float64 sum loses the rest (it says 0).
+            (vec![-233_333_163_666_666_855_543, 10i128.pow(38) - 1, -(10i128.pow(38) - 2)], "-233333163.666666855542"),
+        ] {
+            let (scaled, approximate) = clickhouse_sums(&values);
+            assert_eq!(checked_decimal_sum(scaled, approximate).map(|d| d.to_string()).as_deref(), Some(text), "{values:?}");
+        }
+    }
+
+    #[test]
+    fn sums_out_of_range_are_none_whether_they_wrapped_or_not() {
+        // ClickHouse 18.16 answers -70282366920938463463374607.431768211456 for the first.
+        assert_eq!(clickhouse_sums(&[9 * SCALED_1E25; 3]).0, -70_282_366_920_938_463_463_374_607_431_768_211_456);
+        for values in [
+            vec![9 * SCALED_1E25; 3],
+            vec![-9 * SCALED_1E25; 3],
+            vec![SCALED_1E25; 30],
+            vec![SCALED_1E25; 10],
+            vec![6 * SCALED_1E25, 6 * SCALED_1E25],
+            vec![SCALED_1E25; 1_000],
+        ] {
+            let (scaled, approximate) = clickhouse_sums(&values);
+            assert_eq!(checked_decimal_sum(scaled, approximate), None, "{} × {}", values.len(), values[0]);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_sum_is_some_exactly_when_it_fits(
+            // Any decimal_value, its size spread over every order of magnitude.
+            magnitudes in proptest::collection::vec((0..10i128.pow(38), 0..39u32), 1..40),
+            negative: bool,
+        ) {
+            let values: Vec<i128> =
+                magnitudes.iter().map(|(m, e)| m / 10i128.pow(*e)).map(|m| if negative { -m } else { m }).collect();
+            // One sign: the running sum only grows, so it fits i128 only if the total does.
+            let exact = values.iter().try_fold(0i128, |sum, v| sum.checked_add(*v)).filter(|s| s.unsigned_abs() < 10u128.pow(38));
+            let (scaled, approximate) = clickhouse_sums(&values);
+            prop_assert_eq!(checked_decimal_sum(scaled, approximate).map(|d| d.to_scaled_i128(12).unwrap()), exact);
+        }
+
         #[test]
         fn scaling_round_trips(scaled in -(10i128.pow(38) - 1)..10i128.pow(38)) {
             prop_assert_eq!(decimal_from_scaled(scaled, 12).unwrap().to_scaled_i128(12), Some(scaled));

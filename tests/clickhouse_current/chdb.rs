@@ -151,6 +151,7 @@ fn values_tuple(row: &EventRow) -> String {
         row.written_at_ms.to_string(),
         row.kafka_partition.to_string(),
         row.kafka_offset.to_string(),
+        row.appended_at_ms.to_string(),
     ];
     format!("({})", fields.join(", "))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use bxb_consumer::Record;
-use bxb_consumer_clickhouse::billing::{Granularity, Usage, UsageQuery};
+use bxb_consumer_clickhouse::billing::{checked_decimal_sum, Granularity, Usage, UsageQuery};
 use bxb_consumer_clickhouse::{EventRow, DECIMAL_SCALE};
 use bxb_event::{Decimal, Event};
 use uuid::Uuid;
@@ -46,8 +46,9 @@ pub fn batches() -> Vec<Vec<Record>> {
     let record = |i: usize, event: Event, offset: i64| Record {
         partition: partition_of(i % 3),
         offset,
-        // Some records of one millisecond, so that partition and offset break ties.
-        appended_at_ms: event.timestamp_ms / 3 * 3 + 100,
+        // Appended in offset order, six offsets to a millisecond: records of both partitions share
+        // milliseconds, so that partition and offset break ties.
+        appended_at_ms: 1_790_000_000_000 + offset / 6,
         screened: None,
         ingested_at_ms: (!i.is_multiple_of(7)).then_some(event.timestamp_ms + 50),
         event,
@@ -144,12 +145,13 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// What the usage query must answer, from the rows alone: each identity once, with its first
-/// record (lowest offset), if that record is in the range.
+/// record (lowest (appended_at_ms, partition, offset)), if that record is in the range.
 pub fn expected(rows: &[Vec<EventRow>], query: &UsageQuery) -> Vec<String> {
     let mut first: BTreeMap<(Uuid, &str), &EventRow> = BTreeMap::new();
     for row in rows.iter().flatten() {
         let entry = first.entry((row.organization_id, row.transaction_id.as_str())).or_insert(row);
-        if row.kafka_offset < entry.kafka_offset {
+        let rank = |r: &EventRow| (r.appended_at_ms, r.kafka_partition, r.kafka_offset);
+        if rank(row) < rank(entry) {
             *entry = row;
         }
     }
@@ -210,21 +212,26 @@ pub fn usage_lines(usage: &[Usage]) -> Vec<String> {
     usage
         .iter()
         .map(|u| {
-            let scaled = u.decimal_value_sum.to_scaled_i128(DECIMAL_SCALE).expect("a Decimal(38, 12)");
+            let scaled = u.decimal_value_sum.as_ref().and_then(|d| d.to_scaled_i128(DECIMAL_SCALE)).expect("a Decimal(38, 12)");
             line(u.organization_id, &u.code, u.bucket_start_ms, u.events, u.value_sum, scaled)
         })
         .collect()
 }
 
-/// The usage query's TabSeparatedRaw output, as normalized lines.
+/// The usage query's TabSeparatedRaw output, as normalized lines. The Float64 check of the
+/// decimal sum is not part of a line: it is rounded differently by each engine (and far off where
+/// values near the limit cancel out); it must only not make `billing::usage` call the sum an
+/// overflow.
 pub fn tsv_lines(output: &str) -> Vec<String> {
     output
         .lines()
         .map(|l| {
             let fields: Vec<&str> = l.split('\t').collect();
-            let [org, code, bucket, events, value, decimal] = fields[..] else { panic!("six columns expected: {l:?}") };
+            let [org, code, bucket, events, value, decimal, decimal_f64] = fields[..] else { panic!("seven columns expected: {l:?}") };
             let decimal: Decimal = parse("decimal_value_sum", decimal);
             let scaled = decimal.to_scaled_i128(DECIMAL_SCALE).expect("fits Decimal(38, 12)");
+            let check: f64 = parse("decimal_value_sum_f64", decimal_f64);
+            assert!(checked_decimal_sum(scaled, check).is_some(), "decimal_value_sum_f64 {check} makes {decimal} an overflow: {l:?}");
             line(
                 parse("organization_id", org),
                 code,

@@ -144,7 +144,9 @@ pub async fn clickhouse_usage(client: &clickhouse::Client) -> Bill {
         .await
         .expect("ClickHouse usage")
         .into_iter()
-        .map(|u| ((u.code, u.bucket_start_ms), (u.events, u.value_sum, scaled(&u.decimal_value_sum))))
+        .map(|u| {
+            ((u.code, u.bucket_start_ms), (u.events, u.value_sum, scaled(u.decimal_value_sum.as_ref().expect("within Decimal(38, 12)"))))
+        })
         .collect()
 }
 

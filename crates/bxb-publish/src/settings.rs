@@ -1,6 +1,6 @@
 //! The producer settings of a publisher, as flags and `BXB_KAFKA_*` / `BXB_MAX_RECORD_BYTES`
 //! variables, on top of the connection settings of `bxb_kafka::KafkaArgs`. Durability is fixed:
-//! `acks=all` and idempotence, whatever the flags say.
+//! `acks=all` and idempotence, whatever the flags say; so is placement (`PARTITIONER`).
 
 use rdkafka::ClientConfig;
 
@@ -11,6 +11,10 @@ pub const RECORD_BYTES_CEILING: usize = 1_000_000;
 /// The producer's request size cap: above any record the limit allows (at most 1 000 000 bytes
 /// of key and value, plus small headers) and below the broker's default `message.max.bytes`.
 const PRODUCER_MESSAGE_MAX_BYTES: &str = "1048576";
+/// Java's default for keyed records, murmur2 of the key, so an organization lands in the
+/// partition a Java producer would put it in; librdkafka's default, `consistent_random`, hashes
+/// with CRC32 instead (docs/producer-contract.md).
+const PARTITIONER: &str = "murmur2_random";
 
 pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ENQUEUE_TIMEOUT_MS: u64 = 1_000;
@@ -18,7 +22,8 @@ pub const DEFAULT_LINGER_MS: u64 = 5;
 pub const DEFAULT_QUEUE_MAX_MESSAGES: u32 = 100_000;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 * 1024;
 
-/// Kafka producer behaviour. Durability settings (`acks=all`, idempotence) are fixed.
+/// Kafka producer behaviour. Durability settings (`acks=all`, idempotence) and the partitioner
+/// are fixed.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProducerArgs {
     /// Longest wait for a delivery report (librdkafka `message.timeout.ms`): past it publishing
@@ -100,6 +105,7 @@ impl ProducerArgs {
             .set("message.timeout.ms", self.delivery_timeout_ms.to_string())
             .set("queue.buffering.max.messages", self.queue_max_messages.to_string())
             .set("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES)
+            .set("partitioner", PARTITIONER)
             .set("client.id", client_id);
         client
     }
@@ -142,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn durability_is_fixed_and_the_rest_comes_from_the_settings() {
+    fn durability_and_placement_are_fixed_and_the_rest_comes_from_the_settings() {
         let connection = bxb_kafka::KafkaArgs::plaintext("127.0.0.1:1").client_config().unwrap();
         let config = parse(&["--kafka-compression=zstd", "--kafka-linger-ms=7"]).client_config(&connection, "bxb-test");
         for (key, value) in [
@@ -154,6 +160,7 @@ mod tests {
             ("message.timeout.ms", "10000"),
             ("queue.buffering.max.messages", "100000"),
             ("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES),
+            ("partitioner", "murmur2_random"),
             ("client.id", "bxb-test"),
         ] {
             assert_eq!(config.get(key), Some(value), "{key}");

@@ -25,7 +25,9 @@ SELECT
     timestamp_ms - timestamp_ms % {bucket_ms:Int64} AS bucket_start_ms,
     count() AS events,
     sum(value) AS value_sum,
-    sum(decimal_value) AS decimal_value_sum
+    sum(decimal_value) AS decimal_value_sum,
+    -- Float64 cannot wrap around as sum(Decimal) does in Int128: billing.rs checks one by the other.
+    sum(toFloat64(decimal_value)) AS decimal_value_sum_f64
 FROM
 (
     SELECT
