@@ -11,8 +11,7 @@
 //! runs beside consumer-postgres (both take the same row locks), and reads ClickHouse one day of
 //! timestamps at a time, so memory stays bounded over months.
 
-use bxb_consumer::Sink;
-use bxb_consumer::SinkError;
+use bxb_consumer::{Sink, SinkError};
 use bxb_consumer_clickhouse::billing::{self, Granularity, UsageQuery};
 use bxb_consumer_clickhouse::ClickHouseArgs;
 use bxb_consumer_postgres::{PostgresSink, WriteSummary};
@@ -64,25 +63,18 @@ pub async fn backfill(sink: &PostgresSink, clickhouse: &ClickHouseArgs, scope: &
         for chunk in rows.chunks(CHUNK) {
             let mut records = Vec::with_capacity(chunk.len());
             for row in chunk {
-                let mut record = row.to_record().ok_or_else(|| Backfill::decimal(row))?;
+                let mut record =
+                    row.to_record().ok_or_else(|| BackfillError::Decimal(format!("{} / {}", row.organization_id, row.transaction_id)))?;
                 // What consumer-postgres cannot store is judged as when it is consumed.
                 record.screened = sink.screen(&record.event);
                 records.push(record);
             }
             let summary = write_with_retries(sink, &records).await?;
-            add(&mut report.summary, &summary);
+            report.summary += &summary;
         }
         from_ms = to_ms;
     }
     Ok(report)
-}
-
-struct Backfill;
-
-impl Backfill {
-    fn decimal(row: &bxb_consumer_clickhouse::row::EventRow) -> BackfillError {
-        BackfillError::Decimal(format!("{} / {}", row.organization_id, row.transaction_id))
-    }
 }
 
 async fn write_with_retries(sink: &PostgresSink, records: &[bxb_consumer::Record]) -> Result<WriteSummary, BackfillError> {
@@ -98,16 +90,4 @@ async fn write_with_retries(sink: &PostgresSink, records: &[bxb_consumer::Record
             Err(error) => return Err(error.into()),
         }
     }
-}
-
-fn add(total: &mut WriteSummary, chunk: &WriteSummary) {
-    total.written += chunk.written;
-    total.removed += chunk.removed;
-    total.new_identities += chunk.new_identities;
-    total.replaced += chunk.replaced;
-    total.rejudged += chunk.rejudged;
-    total.already_stored += chunk.already_stored;
-    total.not_billable += chunk.not_billable;
-    total.duplicates_in_batch += chunk.duplicates_in_batch;
-    total.refused += chunk.refused;
 }

@@ -129,6 +129,21 @@ pub struct WriteSummary {
     pub refused: u64,
 }
 
+/// Sums the summaries of several writes (`bxbctl backfill` reports one for all its chunks).
+impl std::ops::AddAssign<&WriteSummary> for WriteSummary {
+    fn add_assign(&mut self, other: &WriteSummary) {
+        self.written += other.written;
+        self.removed += other.removed;
+        self.new_identities += other.new_identities;
+        self.replaced += other.replaced;
+        self.rejudged += other.rejudged;
+        self.already_stored += other.already_stored;
+        self.not_billable += other.not_billable;
+        self.duplicates_in_batch += other.duplicates_in_batch;
+        self.refused += other.refused;
+    }
+}
+
 impl PostgresSink {
     /// Connects, checks that the schema is current (see [`schema::check`]; [`schema::migrate`]
     /// or `bxbctl migrate` applies it), loads the billable metrics and creates the partitions
@@ -355,11 +370,10 @@ async fn resolve_stored<'a>(
                     outcome.rows.push(candidate.record);
                 }
             }
-            Action::Replace { old } | Action::Rejudge { old } => {
-                if matches!(resolve(key, candidate), Action::Replace { .. }) {
-                    outcome.replaced += 1;
-                } else {
-                    outcome.rejudged += 1;
+            action @ (Action::Replace { old } | Action::Rejudge { old }) => {
+                match action {
+                    Action::Replace { .. } => outcome.replaced += 1,
+                    _ => outcome.rejudged += 1,
                 }
                 updated.push(*candidate);
                 if old.billable {

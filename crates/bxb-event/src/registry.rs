@@ -223,7 +223,8 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 mod tests {
     use super::*;
 
-    fn event() -> Event {
+    /// The event of the registry's tests (also `decoder`'s).
+    pub(super) fn event() -> Event {
         Event {
             properties: r#"{"a":1}"#.into(),
             value: Some(2.5),

@@ -2,15 +2,7 @@ use apache_avro::types::Value;
 
 use super::*;
 use crate::avro::EVENT_SCHEMA;
-
-fn event() -> Event {
-    Event {
-        properties: r#"{"a":1}"#.into(),
-        value: Some(2.5),
-        decimal_value: Some("-1.25".parse().unwrap()),
-        ..crate::test_support::event_of(uuid::Uuid::from_u128(42), "tx")
-    }
-}
+use crate::registry::tests::event;
 
 fn reason(outcome: Result<Event, DecodeError>) -> PoisonReason {
     match outcome {
